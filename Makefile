@@ -1,0 +1,24 @@
+# The two commands: `make demo` and `make test`. Each installs what is
+# missing (Debian packages via apt-get), then builds and runs.
+
+CARGO ?= cargo
+LISTEN ?= 127.0.0.1:8080
+
+.PHONY: demo test build bench lint
+
+demo:
+	scripts/install-deps demo
+	$(CARGO) build --release
+	./target/release/pollstation demo --listen $(LISTEN)
+
+test:
+	scripts/install-deps test
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --all-features -- -D warnings
+	$(CARGO) test --all-features
+
+build:
+	$(CARGO) build --release
+
+bench:
+	$(CARGO) bench --bench station

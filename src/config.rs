@@ -1,0 +1,680 @@
+//! The one TOML config file: parsed into typed structs, then validated as a
+//! whole so every mistake is reported at once, each pointing at its line.
+//!
+//! Owns parsing and validation only; the config is never written at runtime.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::poll::{Answer, PollDef, Rule};
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub station: StationConfig,
+    pub http: HttpConfig,
+    pub polls: Vec<PollDef>,
+    pub readers: Vec<ReaderConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StationConfig {
+    pub id: String,
+    pub data_dir: PathBuf,
+    /// The same tag on the same reader inside this window is one tap.
+    pub debounce: Duration,
+    /// The poll whose answer slots the `slot` readers vote on, until an
+    /// operator activates another one.
+    pub active_poll: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub admin_token_file: Option<PathBuf>,
+    pub request_timeout: Duration,
+}
+
+/// The serial protocol a reader speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Pn532,
+    Sm130,
+    Id12,
+    Rdm6300,
+    Text,
+    Auto,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Pn532 => "pn532",
+            Protocol::Sm130 => "sm130",
+            Protocol::Id12 => "id12",
+            Protocol::Rdm6300 => "rdm6300",
+            Protocol::Text => "text",
+            Protocol::Auto => "auto",
+        })
+    }
+}
+
+/// The order in which a reader's UID bytes are turned into the canonical tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UidOrder {
+    #[default]
+    AsRead,
+    Reversed,
+}
+
+/// What a tap on a reader means.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Binding {
+    /// Always this answer of this poll.
+    Fixed { poll: String, answer: String },
+    /// Answer number `slot` (A = first) of whichever poll is active.
+    Slot { slot: char },
+}
+
+#[derive(Debug, Clone)]
+pub struct ReaderConfig {
+    pub id: String,
+    pub device: PathBuf,
+    pub protocol: Protocol,
+    pub baud: Option<u32>,
+    pub binding: Binding,
+    pub uid_order: UidOrder,
+}
+
+/// One problem in a config file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub span: Option<Range<usize>>,
+    pub message: String,
+}
+
+/// Every problem found in one file, printable as `FILE:LINE:COL: message`.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub source_text: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            let (line, col) = p
+                .span
+                .as_ref()
+                .map_or((1, 1), |s| line_col(&self.source_text, s.start));
+            write!(f, "{}:{line}:{col}: {}", self.file.display(), p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.chars().count(), |nl| {
+        before[nl + 1..].chars().count()
+    }) + 1;
+    (line, col)
+}
+
+// ---- the file as written -------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    station: RawStation,
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default, rename = "poll")]
+    polls: Vec<RawPoll>,
+    #[serde(default, rename = "reader")]
+    readers: Vec<RawReader>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStation {
+    id: Spanned<String>,
+    data_dir: Spanned<String>,
+    #[serde(default = "default_debounce_ms")]
+    debounce_ms: u64,
+    active_poll: Option<Spanned<String>>,
+}
+
+fn default_debounce_ms() -> u64 {
+    2000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default = "default_listen")]
+    listen: Spanned<String>,
+    admin_token_file: Option<String>,
+    #[serde(default = "default_request_timeout_s")]
+    request_timeout_s: Spanned<u64>,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            admin_token_file: None,
+            request_timeout_s: default_request_timeout_s(),
+        }
+    }
+}
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8080".to_string())
+}
+
+fn default_request_timeout_s() -> Spanned<u64> {
+    Spanned::new(0..0, 10)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPoll {
+    id: Spanned<String>,
+    question: Spanned<String>,
+    rule: Rule,
+    answers: Spanned<Vec<RawAnswer>>,
+    #[serde(default = "yes")]
+    open: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAnswer {
+    id: Spanned<String>,
+    label: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReader {
+    id: Spanned<String>,
+    device: Spanned<String>,
+    protocol: Protocol,
+    baud: Option<Spanned<u32>>,
+    poll: Option<Spanned<String>>,
+    answer: Option<Spanned<String>>,
+    slot: Option<Spanned<String>>,
+    #[serde(default)]
+    uid_order: UidOrder,
+}
+
+// ---- loading and validation ---------------------------------------------
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            source_text: String::new(),
+            problems: vec![Problem {
+                span: None,
+                message: format!("cannot read the config file: {e}"),
+            }],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|problems| ConfigError {
+            file: path.to_path_buf(),
+            source_text: text,
+            problems,
+        })
+    }
+
+    /// Parse and validate config text. Relative paths are taken from `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            vec![Problem {
+                span: e.span(),
+                message: e.message().trim().to_string(),
+            }]
+        })?;
+        validate(raw, base)
+    }
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[allow(clippy::too_many_lines)] // one check after another; splitting hides the list
+fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut problem = |span: Range<usize>, message: String| {
+        problems.push(Problem {
+            span: Some(span),
+            message,
+        });
+    };
+    let id_rule = "use 1–64 letters, digits, '-', '_' or '.'";
+
+    // [station]
+    if !valid_id(raw.station.id.get_ref()) {
+        problem(
+            raw.station.id.span(),
+            format!(
+                "station id {:?} is not a valid id: {id_rule}",
+                raw.station.id.get_ref()
+            ),
+        );
+    }
+    if raw.station.data_dir.get_ref().is_empty() {
+        problem(raw.station.data_dir.span(), "data_dir is empty".into());
+    }
+
+    // [http]
+    let listen = match raw.http.listen.get_ref().parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            problem(
+                raw.http.listen.span(),
+                format!(
+                    "listen address {:?} is not IP:PORT (e.g. \"0.0.0.0:8080\" or \"[::]:8080\")",
+                    raw.http.listen.get_ref()
+                ),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        }
+    };
+    if raw.http.request_timeout_s.get_ref() == &0 {
+        problem(
+            raw.http.request_timeout_s.span(),
+            "request_timeout_s must be at least 1".into(),
+        );
+    }
+
+    // [[poll]]
+    let mut polls = Vec::new();
+    let mut poll_ids = HashSet::new();
+    for p in &raw.polls {
+        let id = p.id.get_ref();
+        if !valid_id(id) {
+            problem(
+                p.id.span(),
+                format!("poll id {id:?} is not a valid id: {id_rule}"),
+            );
+        } else if !poll_ids.insert(id.clone()) {
+            problem(p.id.span(), format!("duplicate poll id {id:?}"));
+        }
+        if p.question.get_ref().trim().is_empty() {
+            problem(
+                p.question.span(),
+                format!("poll {id:?} has an empty question"),
+            );
+        }
+        if p.answers.get_ref().is_empty() {
+            problem(p.answers.span(), format!("poll {id:?} has no answers"));
+        }
+        let mut answer_ids = HashSet::new();
+        for a in p.answers.get_ref() {
+            let aid = a.id.get_ref();
+            if !valid_id(aid) {
+                problem(
+                    a.id.span(),
+                    format!("answer id {aid:?} in poll {id:?} is not a valid id: {id_rule}"),
+                );
+            } else if !answer_ids.insert(aid.clone()) {
+                problem(
+                    a.id.span(),
+                    format!("duplicate answer id {aid:?} in poll {id:?}"),
+                );
+            }
+        }
+        polls.push(PollDef {
+            id: id.clone(),
+            question: p.question.get_ref().clone(),
+            rule: p.rule,
+            answers: p
+                .answers
+                .get_ref()
+                .iter()
+                .map(|a| Answer {
+                    id: a.id.get_ref().clone(),
+                    label: if a.label.trim().is_empty() {
+                        a.id.get_ref().clone()
+                    } else {
+                        a.label.clone()
+                    },
+                })
+                .collect(),
+            open: p.open,
+        });
+    }
+    let find_poll = |id: &str| polls.iter().find(|p| p.id == id);
+
+    let active_poll = match &raw.station.active_poll {
+        Some(a) if find_poll(a.get_ref()).is_none() => {
+            problem(
+                a.span(),
+                format!("active_poll {:?} is not a configured poll", a.get_ref()),
+            );
+            None
+        }
+        Some(a) => Some(a.get_ref().clone()),
+        None => None,
+    };
+
+    // [[reader]]
+    let mut readers = Vec::new();
+    let mut reader_ids = HashSet::new();
+    let mut devices = HashSet::new();
+    for r in &raw.readers {
+        let id = r.id.get_ref();
+        if !valid_id(id) {
+            problem(
+                r.id.span(),
+                format!("reader id {id:?} is not a valid id: {id_rule}"),
+            );
+        } else if !reader_ids.insert(id.clone()) {
+            problem(r.id.span(), format!("duplicate reader id {id:?}"));
+        }
+        let device = absolute(base, r.device.get_ref());
+        if r.device.get_ref().is_empty() {
+            problem(
+                r.device.span(),
+                format!("reader {id:?} has an empty device"),
+            );
+        } else if !devices.insert(device.clone()) {
+            problem(
+                r.device.span(),
+                format!(
+                    "reader {id:?} uses device {:?}, which another reader already uses",
+                    r.device.get_ref()
+                ),
+            );
+        }
+        if let Some(b) = &r.baud
+            && !matches!(
+                b.get_ref(),
+                1200 | 2400 | 4800 | 9600 | 19200 | 38400 | 57600 | 115_200 | 230_400
+            )
+        {
+            problem(
+                b.span(),
+                format!("reader {id:?}: baud {} is not a standard rate", b.get_ref()),
+            );
+        }
+        let binding = match (&r.poll, &r.answer, &r.slot) {
+            (Some(_), _, Some(slot)) | (_, Some(_), Some(slot)) => {
+                problem(
+                    slot.span(),
+                    format!("reader {id:?} has both a fixed poll/answer and a slot: choose one"),
+                );
+                None
+            }
+            (None, None, Some(slot)) => {
+                let s = slot.get_ref();
+                let mut chars = s.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) if c.is_ascii_alphabetic() => Some(Binding::Slot {
+                        slot: c.to_ascii_uppercase(),
+                    }),
+                    _ => {
+                        problem(
+                            slot.span(),
+                            format!(
+                                "reader {id:?}: slot {s:?} is not one answer letter (A, B, C, …)"
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            (Some(poll), Some(answer), None) => match find_poll(poll.get_ref()) {
+                None => {
+                    problem(
+                        poll.span(),
+                        format!(
+                            "reader {id:?} names poll {:?}, which is not configured",
+                            poll.get_ref()
+                        ),
+                    );
+                    None
+                }
+                Some(p) if p.answer_index(answer.get_ref()).is_none() => {
+                    problem(
+                        answer.span(),
+                        format!(
+                            "reader {id:?} names answer {:?}, which poll {:?} does not have",
+                            answer.get_ref(),
+                            poll.get_ref()
+                        ),
+                    );
+                    None
+                }
+                Some(_) => Some(Binding::Fixed {
+                    poll: poll.get_ref().clone(),
+                    answer: answer.get_ref().clone(),
+                }),
+            },
+            (Some(poll), None, None) => {
+                problem(
+                    poll.span(),
+                    format!("reader {id:?} names a poll but no answer"),
+                );
+                None
+            }
+            (None, Some(answer), None) => {
+                problem(
+                    answer.span(),
+                    format!("reader {id:?} names an answer but no poll"),
+                );
+                None
+            }
+            (None, None, None) => {
+                problem(
+                    r.id.span(),
+                    format!("reader {id:?} is bound to nothing: give poll + answer, or slot"),
+                );
+                None
+            }
+        };
+        if let Some(binding) = binding {
+            readers.push(ReaderConfig {
+                id: id.clone(),
+                device,
+                protocol: r.protocol,
+                baud: r.baud.as_ref().map(|b| *b.get_ref()),
+                binding,
+                uid_order: r.uid_order,
+            });
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Config {
+        station: StationConfig {
+            id: raw.station.id.into_inner(),
+            data_dir: absolute(base, raw.station.data_dir.get_ref()),
+            debounce: Duration::from_millis(raw.station.debounce_ms),
+            active_poll,
+        },
+        http: HttpConfig {
+            listen,
+            admin_token_file: raw.http.admin_token_file.map(|f| absolute(base, &f)),
+            request_timeout: Duration::from_secs(*raw.http.request_timeout_s.get_ref()),
+        },
+        polls,
+        readers,
+    })
+}
+
+fn absolute(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+impl Config {
+    /// A one-paragraph summary for `check-config`.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        let answers: usize = self.polls.iter().map(|p| p.answers.len()).sum();
+        let mut s = format!(
+            "station {:?}: {} poll(s), {} answer(s), {} reader(s); data in {}; HTTP on {}",
+            self.station.id,
+            self.polls.len(),
+            answers,
+            self.readers.len(),
+            self.station.data_dir.display(),
+            self.http.listen
+        );
+        for p in &self.polls {
+            s.push_str(&format!(
+                "\n  poll {} ({}, {}): {}",
+                p.id,
+                p.rule,
+                if p.open { "open" } else { "closed" },
+                p.answers
+                    .iter()
+                    .map(|a| a.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        for r in &self.readers {
+            let binding = match &r.binding {
+                Binding::Fixed { poll, answer } => format!("{poll}/{answer}"),
+                Binding::Slot { slot } => format!("slot {slot} of the active poll"),
+            };
+            s.push_str(&format!(
+                "\n  reader {} ({} on {}): {binding}",
+                r.id,
+                r.protocol,
+                r.device.display()
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[station]
+id = "hall-a"
+data_dir = "/var/lib/pollstation"
+
+[http]
+listen = "0.0.0.0:8080"
+
+[[poll]]
+id = "lunch"
+question = "What should we have for lunch?"
+rule = "one-per-person"
+answers = [{ id = "pizza", label = "Pizza" }, { id = "sushi", label = "Sushi" }]
+
+[[reader]]
+id = "post-1"
+device = "/dev/rfid/post-1"
+protocol = "pn532"
+poll = "lunch"
+answer = "pizza"
+
+[[reader]]
+id = "post-2"
+device = "/dev/rfid/post-2"
+protocol = "text"
+slot = "b"
+"#;
+
+    fn errors(text: &str) -> Vec<String> {
+        let problems = Config::parse(text, Path::new("/etc")).unwrap_err();
+        let err = ConfigError {
+            file: "c.toml".into(),
+            source_text: text.into(),
+            problems,
+        };
+        err.to_string().lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn parses_the_design_sketch() {
+        let c = Config::parse(GOOD, Path::new("/etc")).unwrap();
+        assert_eq!(c.station.id, "hall-a");
+        assert_eq!(c.station.debounce, Duration::from_secs(2));
+        assert_eq!(c.polls[0].rule, Rule::OnePerPerson);
+        assert_eq!(
+            c.readers[0].binding,
+            Binding::Fixed {
+                poll: "lunch".into(),
+                answer: "pizza".into()
+            }
+        );
+        assert_eq!(c.readers[1].binding, Binding::Slot { slot: 'B' });
+    }
+
+    #[test]
+    fn points_at_the_line_of_each_mistake() {
+        let bad = GOOD
+            .replace("answer = \"pizza\"", "answer = \"pasta\"")
+            .replace("\"0.0.0.0:8080\"", "\"nowhere\"")
+            .replace("slot = \"b\"", "slot = \"b\"\npoll = \"lunch\"");
+        let e = errors(&bad);
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("c.toml:7:10: listen address \"nowhere\"")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("c.toml:20:10: reader \"post-1\" names answer \"pasta\"")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("c.toml:26:8: reader \"post-2\" has both")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_line() {
+        let e = errors(&GOOD.replace("rule = ", "rules = "));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("c.toml:12:1: unknown field `rules`"),
+            "{e:?}"
+        );
+    }
+}

@@ -1,0 +1,27 @@
+//! pollstation: an RFID polling station appliance.
+//!
+//! People tap a tag on the reader at the answer they choose; the station
+//! makes the tap durable, tells them it counted, and shows the tally live.
+//!
+//! Map of the crate (dependencies point inward, to the pure domain):
+//!
+//! - domain, pure, no I/O:
+//!   - [`poll`]: polls, answers, rules, tag UIDs, taps and their total order;
+//!   - [`tally`]: the incremental tally engine (equal to a rebuild from the log);
+//! - [`config`]: the TOML file, validated with line-accurate errors;
+//! - [`store`]: the durable log (SQLite, WAL, group commit) on its own thread;
+//! - [`station`]: the one task that owns the state, batches commits, and
+//!   announces changes (`watch` for state, `broadcast` for events);
+//! - outside systems, each a client of the Station:
+//!   - [`web`]: HTTP API, SSE, results page (axum);
+//! - [`service`]: wires the parts together and shuts them down in order;
+//! - [`demo`]: the built-in demo config and simulated visitors.
+
+pub mod config;
+pub mod demo;
+pub mod poll;
+pub mod service;
+pub mod station;
+pub mod store;
+pub mod tally;
+pub mod web;

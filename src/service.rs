@@ -1,0 +1,99 @@
+//! Wiring: start the Station and its inputs and outputs, and shut them down
+//! in order (stop intake → flush the store → close streams).
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::station::{self, StationHandle};
+use crate::web;
+
+/// A running station.
+pub struct Running {
+    pub station: StationHandle,
+    pub http_addr: SocketAddr,
+    pub admin_token: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    station_task: tokio::task::JoinHandle<()>,
+}
+
+/// Start everything the config asks for. Returns once the store is open and
+/// the HTTP listener is bound.
+pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let (station, station_task) = station::start(config, shutdown.clone()).with_context(|| {
+        format!(
+            "cannot open the log in {}",
+            config.station.data_dir.display()
+        )
+    })?;
+    let admin_token = web::admin_token(
+        &config.station.data_dir,
+        config.http.admin_token_file.as_deref(),
+    )?;
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let http_addr = listener.local_addr()?;
+    let app = web::app(
+        web::AppState {
+            station: station.clone(),
+            admin_token: admin_token.as_str().into(),
+            shutdown: shutdown.clone(),
+        },
+        config.http.request_timeout,
+    );
+    let http_shutdown = shutdown.clone();
+    let http = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(station = %config.station.id, "listening on http://{http_addr}");
+    Ok(Running {
+        station,
+        http_addr,
+        admin_token,
+        tasks: vec![http],
+        station_task,
+    })
+}
+
+impl Running {
+    /// Wait for the station to finish after `shutdown` was cancelled. HTTP
+    /// streams (SSE) are given a few seconds before they are cut.
+    pub async fn wait(self) {
+        if let Err(e) = self.station_task.await {
+            tracing::error!(error = %e, "station task failed");
+        }
+        for t in self.tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(std::time::Duration::from_secs(3), t)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// Cancel `token` on SIGINT or SIGTERM.
+pub fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        token.cancel();
+    });
+    Ok(())
+}

@@ -1,0 +1,787 @@
+//! The Station: the one task that owns the polling state.
+//!
+//! Inputs (readers, the admin API, later identity, XMPP and the herd) send it
+//! [`Command`]s over a bounded channel. It applies them in batches: whatever
+//! arrived while the previous batch was being committed becomes the next
+//! batch, written in one transaction (group commit). Only after the commit
+//! does it apply the taps to the tallies, answer the senders and announce the
+//! change: the latest [`Snapshot`] on a `watch`, each [`Event`] on a
+//! `broadcast`. Subscribers that fall behind lag and resync from the
+//! snapshot; they never hold the Station up.
+//!
+//! It does no I/O of its own except through the [`Store`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Binding, Config, Protocol};
+use crate::poll::{PollDef, TagUid, Tap, TapKey};
+use crate::store::{Action, ActionKind, CommitStats, Record, Store, StoreError};
+use crate::tally::{Applied, Tallies, TallyView};
+
+/// Most commands taken into one batch.
+const MAX_BATCH: usize = 4096;
+
+/// Milliseconds since the Unix epoch, now.
+#[must_use]
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Why a tap was refused. Nothing refused is in the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TapError {
+    #[error("no reader {0:?} is configured")]
+    UnknownReader(String),
+    #[error("no poll is active, so slot readers have nothing to vote on")]
+    NoActivePoll,
+    #[error("the active poll {poll:?} has no answer in slot {slot}")]
+    EmptySlot { poll: String, slot: char },
+    #[error("poll {0:?} is closed")]
+    PollClosed(String),
+    #[error("the tap could not be recorded: {0}")]
+    Store(StoreError),
+    #[error("the station is shutting down")]
+    ShuttingDown,
+}
+
+/// Why an operator action was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error("no poll {0:?} is configured")]
+    UnknownPoll(String),
+    #[error("the action could not be recorded: {0}")]
+    Store(StoreError),
+    #[error("the station is shutting down")]
+    ShuttingDown,
+}
+
+/// What became of an accepted tap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapOutcome {
+    pub tap: Tap,
+    pub counted: bool,
+    /// True when this was the same tag on the same reader inside the debounce
+    /// window: `tap` is then the earlier tap, and nothing new was logged.
+    pub repeat: bool,
+}
+
+/// Reader connection state, reported by the reader tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReaderStatus {
+    Connected,
+    Disconnected,
+}
+
+/// What a reader task tells the Station about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderReport {
+    pub reader: String,
+    pub status: ReaderStatus,
+    pub error: Option<String>,
+    pub frames_ok: u64,
+    pub frames_bad: u64,
+    pub protocol: Option<Protocol>,
+}
+
+/// Messages to the Station.
+#[derive(Debug)]
+pub enum Command {
+    /// A tag arrived on a reader. The reply comes once the tap is durable.
+    Tap {
+        reader: String,
+        tag: TagUid,
+        reply: Option<oneshot::Sender<Result<TapOutcome, TapError>>>,
+    },
+    /// An operator action on a poll.
+    Poll {
+        poll: String,
+        action: ActionKind,
+        reply: oneshot::Sender<Result<PollState, ActionError>>,
+    },
+    /// A reader's status changed.
+    Reader(ReaderReport),
+}
+
+/// A poll's definition and live state, as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PollState {
+    #[serde(flatten)]
+    pub def: PollDef,
+    pub active: bool,
+}
+
+/// A reader as the API and the screens show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReaderState {
+    pub id: String,
+    pub status: ReaderStatus,
+    pub binding: Binding,
+    pub protocol: Protocol,
+    pub device: String,
+    pub last_error: Option<String>,
+    pub frames_ok: u64,
+    pub frames_bad: u64,
+    pub taps: u64,
+}
+
+/// Whether the log can be written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreHealth {
+    pub writable: bool,
+    pub error: Option<String>,
+    pub taps: u64,
+    pub last_commit_ms: Option<f64>,
+}
+
+/// Everything the outputs need to draw the station, at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub station: String,
+    pub started_at: i64,
+    pub active_poll: Option<String>,
+    pub polls: Vec<PollState>,
+    pub tallies: Vec<TallyView>,
+    pub readers: Vec<ReaderState>,
+    pub store: StoreHealth,
+}
+
+impl Snapshot {
+    #[must_use]
+    pub fn tally(&self, poll: &str) -> Option<&TallyView> {
+        self.tallies.iter().find(|t| t.poll == poll)
+    }
+}
+
+/// A tap as announced publicly: no tag UID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TapEvent {
+    pub station: Arc<str>,
+    pub seq: u64,
+    pub reader: Arc<str>,
+    pub poll: Arc<str>,
+    pub answer: Arc<str>,
+    pub at: i64,
+    pub counted: bool,
+    /// For authenticated consumers (operator page, screen thanks); never serialised.
+    #[serde(skip)]
+    pub tag: TagUid,
+}
+
+/// A change, announced after it is durable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Tap(TapEvent),
+    Tally(TallyView),
+    Reader(ReaderState),
+    /// Store health or poll state changed; the payload is the new snapshot.
+    Status(Arc<Snapshot>),
+}
+
+/// Cloneable handle to the Station.
+#[derive(Clone, Debug)]
+pub struct StationHandle {
+    /// Inputs → Station: taps, operator actions, reader reports.
+    tx: mpsc::Sender<Command>,
+    /// Station → anyone: the latest state.
+    state: watch::Receiver<Arc<Snapshot>>,
+    /// Station → subscribers (web SSE, screen, publishers): each change.
+    events: broadcast::Sender<Event>,
+    store: Store,
+}
+
+impl StationHandle {
+    /// Send a tap and wait until it is durable (or refused).
+    pub async fn tap(&self, reader: &str, tag: TagUid) -> Result<TapOutcome, TapError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Tap {
+                reader: reader.to_string(),
+                tag,
+                reply: Some(reply),
+            })
+            .await
+            .map_err(|_| TapError::ShuttingDown)?;
+        rx.await.map_err(|_| TapError::ShuttingDown)?
+    }
+
+    /// Apply an operator action and wait until it is durable.
+    pub async fn poll_action(
+        &self,
+        poll: &str,
+        action: ActionKind,
+    ) -> Result<PollState, ActionError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Poll {
+                poll: poll.to_string(),
+                action,
+                reply,
+            })
+            .await
+            .map_err(|_| ActionError::ShuttingDown)?;
+        rx.await.map_err(|_| ActionError::ShuttingDown)?
+    }
+
+    /// Raw command sender, for input tasks that don't wait for replies.
+    #[must_use]
+    pub fn sender(&self) -> mpsc::Sender<Command> {
+        self.tx.clone()
+    }
+
+    #[must_use]
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.state.borrow().clone()
+    }
+
+    #[must_use]
+    pub fn watch(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.state.clone()
+    }
+
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// The state the Station task owns.
+struct Station {
+    id: Arc<str>,
+    polls: Vec<PollDef>,
+    open: HashMap<String, bool>,
+    active: Option<String>,
+    tallies: Tallies,
+    readers: Vec<ReaderState>,
+    reader_index: HashMap<String, usize>,
+    debounce: Duration,
+    recent: HashMap<(Arc<str>, TagUid), (Tap, bool, Instant)>,
+    next_seq: u64,
+    last_at: i64,
+    taps_logged: u64,
+    store: Store,
+    store_health: StoreHealth,
+    started_at: i64,
+    state_tx: watch::Sender<Arc<Snapshot>>,
+    events: broadcast::Sender<Event>,
+}
+
+type TapReply = oneshot::Sender<Result<TapOutcome, TapError>>;
+
+/// A reply owed once the current batch commits.
+enum Waiter {
+    /// The batch's tap at this index.
+    New(usize, Option<TapReply>),
+    /// A repeat of the batch's tap at this index.
+    Repeat(usize, TapReply),
+}
+
+/// Open the store, rebuild the state from the log, and start the Station.
+pub fn start(
+    config: &Config,
+    shutdown: CancellationToken,
+) -> Result<(StationHandle, tokio::task::JoinHandle<()>), StoreError> {
+    std::fs::create_dir_all(&config.station.data_dir).map_err(|e| {
+        StoreError::Io(format!(
+            "cannot create the data directory {}: {e}",
+            config.station.data_dir.display()
+        ))
+    })?;
+    let db = config.station.data_dir.join("pollstation.db");
+    let mut tallies = Tallies::new(&config.polls);
+    let mut open: HashMap<String, bool> = config
+        .polls
+        .iter()
+        .map(|p| (p.id.clone(), p.open))
+        .collect();
+    let mut active = config.station.active_poll.clone().or_else(|| {
+        config
+            .polls
+            .iter()
+            .find(|p| p.open)
+            .or(config.polls.first())
+            .map(|p| p.id.clone())
+    });
+    let started = std::time::Instant::now();
+    let (store, rec) = Store::open(&db, &config.station.id, |record| match record {
+        Record::Action(a) => match a.kind {
+            ActionKind::Open | ActionKind::Close => {
+                if let Some(o) = open.get_mut(&a.poll) {
+                    *o = a.kind == ActionKind::Open;
+                }
+            }
+            ActionKind::Activate => {
+                if config.polls.iter().any(|p| p.id == a.poll) {
+                    active = Some(a.poll);
+                }
+            }
+            ActionKind::Reset => {
+                if let Some(c) = a.cutoff {
+                    tallies.reset(&a.poll, c);
+                }
+            }
+        },
+        Record::Tap(tap) => {
+            if tallies.apply(&tap) == Applied::Unknown {
+                tracing::warn!(station = %tap.station, seq = tap.seq, poll = %tap.poll, answer = %tap.answer,
+                    "logged tap names a poll or answer no longer in the config; kept in the log, not counted");
+            }
+        }
+    })?;
+    tracing::info!(
+        taps = rec.taps,
+        actions = rec.actions,
+        next_seq = rec.next_seq,
+        elapsed_ms = started.elapsed().as_millis(),
+        db = %db.display(),
+        "log replayed"
+    );
+
+    let readers: Vec<ReaderState> = config
+        .readers
+        .iter()
+        .map(|r| ReaderState {
+            id: r.id.clone(),
+            status: ReaderStatus::Disconnected,
+            binding: r.binding.clone(),
+            protocol: r.protocol,
+            device: r.device.display().to_string(),
+            last_error: Some("not opened yet".into()),
+            frames_ok: 0,
+            frames_bad: 0,
+            taps: 0,
+        })
+        .collect();
+    let reader_index = readers
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.clone(), i))
+        .collect();
+
+    let (events, _) = broadcast::channel(4096);
+    let placeholder = Arc::new(Snapshot {
+        station: config.station.id.clone(),
+        started_at: now_ms(),
+        active_poll: None,
+        polls: Vec::new(),
+        tallies: Vec::new(),
+        readers: Vec::new(),
+        store: StoreHealth {
+            writable: true,
+            error: None,
+            taps: 0,
+            last_commit_ms: None,
+        },
+    });
+    let (state_tx, state_rx) = watch::channel(placeholder);
+    let mut station = Station {
+        id: config.station.id.as_str().into(),
+        polls: config.polls.clone(),
+        open,
+        active,
+        tallies,
+        readers,
+        reader_index,
+        debounce: config.station.debounce,
+        recent: HashMap::new(),
+        next_seq: rec.next_seq,
+        last_at: rec.last_at,
+        taps_logged: rec.taps as u64,
+        store: store.clone(),
+        store_health: StoreHealth {
+            writable: true,
+            error: None,
+            taps: rec.taps as u64,
+            last_commit_ms: None,
+        },
+        started_at: now_ms(),
+        state_tx,
+        events: events.clone(),
+    };
+    station.publish_snapshot();
+
+    let (tx, rx) = mpsc::channel(MAX_BATCH);
+    let handle = StationHandle {
+        tx,
+        state: state_rx,
+        events,
+        store,
+    };
+    let task = tokio::spawn(station.run(rx, shutdown));
+    Ok((handle, task))
+}
+
+impl Station {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                cmd = rx.recv() => match cmd {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            self.handle_batch(batch).await;
+        }
+        // Stop intake, then finish what was already accepted into the queue.
+        rx.close();
+        let mut rest = Vec::new();
+        while let Some(c) = rx.recv().await {
+            rest.push(c);
+        }
+        if !rest.is_empty() {
+            tracing::info!(
+                commands = rest.len(),
+                "draining queued commands before exit"
+            );
+            self.handle_batch(rest).await;
+        }
+        tracing::info!(taps = self.taps_logged, "station stopped; log is flushed");
+    }
+
+    async fn handle_batch(&mut self, batch: Vec<Command>) {
+        let mut taps: Vec<Tap> = Vec::new();
+        let mut waiters: Vec<Waiter> = Vec::new();
+        let mut in_batch: HashMap<(Arc<str>, TagUid), usize> = HashMap::new();
+        let now = Instant::now();
+        for cmd in batch {
+            match cmd {
+                Command::Tap { reader, tag, reply } => {
+                    match self.prepare_tap(&reader, tag, now, &taps, &in_batch) {
+                        Err(e) => {
+                            tracing::info!(reader = %reader, error = %e, "tap refused");
+                            if let Some(r) = reply {
+                                let _ = r.send(Err(e));
+                            }
+                        }
+                        Ok(Prepared::RepeatDurable(outcome)) => {
+                            if let Some(r) = reply {
+                                let _ = r.send(Ok(outcome));
+                            }
+                        }
+                        Ok(Prepared::RepeatInBatch(i)) => {
+                            if let Some(r) = reply {
+                                waiters.push(Waiter::Repeat(i, r));
+                            }
+                        }
+                        Ok(Prepared::New(tap)) => {
+                            in_batch.insert((tap.reader.clone(), tap.tag.clone()), taps.len());
+                            waiters.push(Waiter::New(taps.len(), reply));
+                            taps.push(tap);
+                        }
+                    }
+                }
+                Command::Poll {
+                    poll,
+                    action,
+                    reply,
+                } => {
+                    // Actions change what later taps mean: commit what came before first.
+                    self.commit_taps(std::mem::take(&mut taps), std::mem::take(&mut waiters))
+                        .await;
+                    in_batch.clear();
+                    let result = self.apply_action(&poll, action).await;
+                    let _ = reply.send(result);
+                }
+                Command::Reader(report) => self.apply_reader_report(report),
+            }
+        }
+        self.commit_taps(taps, waiters).await;
+        self.publish_snapshot();
+    }
+
+    fn prepare_tap(
+        &mut self,
+        reader: &str,
+        tag: TagUid,
+        now: Instant,
+        batch: &[Tap],
+        in_batch: &HashMap<(Arc<str>, TagUid), usize>,
+    ) -> Result<Prepared, TapError> {
+        let idx = *self
+            .reader_index
+            .get(reader)
+            .ok_or_else(|| TapError::UnknownReader(reader.to_string()))?;
+        let reader_id: Arc<str> = self.readers[idx].id.as_str().into();
+        let key = (reader_id.clone(), tag.clone());
+        if let Some(&i) = in_batch.get(&key) {
+            return Ok(Prepared::RepeatInBatch(i));
+        }
+        if let Some((tap, counted, when)) = self.recent.get(&key)
+            && now.duration_since(*when) < self.debounce
+        {
+            return Ok(Prepared::RepeatDurable(TapOutcome {
+                tap: tap.clone(),
+                counted: *counted,
+                repeat: true,
+            }));
+        }
+        let (poll, answer) = match &self.readers[idx].binding {
+            Binding::Fixed { poll, answer } => (poll.clone(), answer.clone()),
+            Binding::Slot { slot } => {
+                let active = self.active.clone().ok_or(TapError::NoActivePoll)?;
+                let def = self
+                    .polls
+                    .iter()
+                    .find(|p| p.id == active)
+                    .ok_or(TapError::NoActivePoll)?;
+                let answer = def
+                    .answer_for_slot(*slot)
+                    .ok_or_else(|| TapError::EmptySlot {
+                        poll: active.clone(),
+                        slot: *slot,
+                    })?;
+                (active, answer.id.clone())
+            }
+        };
+        if !self.open.get(&poll).copied().unwrap_or(false) {
+            return Err(TapError::PollClosed(poll));
+        }
+        let at = now_ms().max(self.last_at);
+        self.last_at = at;
+        let seq = self.next_seq + batch.len() as u64;
+        Ok(Prepared::New(Tap {
+            station: self.id.clone(),
+            seq,
+            reader: reader_id,
+            tag,
+            at,
+            poll: poll.into(),
+            answer: answer.into(),
+        }))
+    }
+
+    async fn commit_taps(&mut self, taps: Vec<Tap>, waiters: Vec<Waiter>) {
+        if taps.is_empty() && waiters.is_empty() {
+            return;
+        }
+        let records = taps.iter().cloned().map(Record::Tap).collect();
+        let result = self.store.append(records).await;
+        match result {
+            Err(e) => {
+                self.store_failed(&e);
+                for w in waiters {
+                    let reply = match w {
+                        Waiter::New(_, r) => r,
+                        Waiter::Repeat(_, r) => Some(r),
+                    };
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(TapError::Store(e.clone())));
+                    }
+                }
+            }
+            Ok(stats) => {
+                self.store_ok(stats);
+                self.next_seq += taps.len() as u64;
+                self.taps_logged += taps.len() as u64;
+                let now = Instant::now();
+                let mut counted = Vec::with_capacity(taps.len());
+                let mut changed: Vec<Arc<str>> = Vec::new();
+                for tap in &taps {
+                    let applied = self.tallies.apply(tap);
+                    let c = applied.counted();
+                    counted.push(c);
+                    if applied != Applied::Unknown && !changed.contains(&tap.poll) {
+                        changed.push(tap.poll.clone());
+                    }
+                    if let Some(&i) = self.reader_index.get(&*tap.reader) {
+                        self.readers[i].taps += 1;
+                    }
+                    self.recent
+                        .insert((tap.reader.clone(), tap.tag.clone()), (tap.clone(), c, now));
+                    let _ = self.events.send(Event::Tap(TapEvent {
+                        station: tap.station.clone(),
+                        seq: tap.seq,
+                        reader: tap.reader.clone(),
+                        poll: tap.poll.clone(),
+                        answer: tap.answer.clone(),
+                        at: tap.at,
+                        counted: c,
+                        tag: tap.tag.clone(),
+                    }));
+                }
+                for poll in changed {
+                    if let Some(view) = self.tallies.view(&poll) {
+                        let _ = self.events.send(Event::Tally(view));
+                    }
+                }
+                self.prune_recent(now);
+                for w in waiters {
+                    let (i, reply, repeat) = match w {
+                        Waiter::New(i, r) => (i, r, false),
+                        Waiter::Repeat(i, r) => (i, Some(r), true),
+                    };
+                    if let Some(r) = reply {
+                        let _ = r.send(Ok(TapOutcome {
+                            tap: taps[i].clone(),
+                            counted: counted[i],
+                            repeat,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    fn prune_recent(&mut self, now: Instant) {
+        if self.recent.len() > 10_000 {
+            let window = self.debounce;
+            self.recent
+                .retain(|_, (_, _, when)| now.duration_since(*when) < window);
+        }
+    }
+
+    fn store_ok(&mut self, stats: CommitStats) {
+        let was_failing = !self.store_health.writable;
+        self.store_health.writable = true;
+        self.store_health.error = None;
+        self.store_health.last_commit_ms = Some(stats.duration.as_secs_f64() * 1000.0);
+        if was_failing {
+            tracing::info!("store: writing again");
+            self.announce_status();
+        }
+    }
+
+    fn store_failed(&mut self, e: &StoreError) {
+        let changed = self.store_health.error.as_deref() != Some(&e.to_string());
+        self.store_health.writable = false;
+        self.store_health.error = Some(e.to_string());
+        if changed {
+            self.announce_status();
+        }
+    }
+
+    fn announce_status(&mut self) {
+        let snap = self.publish_snapshot();
+        let _ = self.events.send(Event::Status(snap));
+    }
+
+    async fn apply_action(
+        &mut self,
+        poll: &str,
+        kind: ActionKind,
+    ) -> Result<PollState, ActionError> {
+        if !self.polls.iter().any(|p| p.id == poll) {
+            return Err(ActionError::UnknownPoll(poll.to_string()));
+        }
+        let at = now_ms().max(self.last_at);
+        let cutoff = (kind == ActionKind::Reset).then(|| {
+            self.tallies.reset_cutoff(
+                poll,
+                TapKey {
+                    at,
+                    station: self.id.clone(),
+                    seq: self.next_seq.saturating_sub(1),
+                },
+            )
+        });
+        let action = Action {
+            at,
+            kind,
+            poll: poll.to_string(),
+            cutoff: cutoff.clone(),
+        };
+        match self.store.append(vec![Record::Action(action)]).await {
+            Err(e) => {
+                self.store_failed(&e);
+                return Err(ActionError::Store(e));
+            }
+            Ok(stats) => self.store_ok(stats),
+        }
+        self.last_at = at;
+        match kind {
+            ActionKind::Open | ActionKind::Close => {
+                self.open.insert(poll.to_string(), kind == ActionKind::Open);
+            }
+            ActionKind::Activate => self.active = Some(poll.to_string()),
+            ActionKind::Reset => {
+                if let Some(c) = cutoff {
+                    self.tallies.reset(poll, c);
+                }
+                // Debounce memory would answer "repeat" for taps of the old round.
+                self.recent.clear();
+                if let Some(view) = self.tallies.view(poll) {
+                    let _ = self.events.send(Event::Tally(view));
+                }
+            }
+        }
+        tracing::info!(poll, action = kind.as_str(), "operator action logged");
+        self.announce_status();
+        Ok(self.poll_state(poll).expect("poll existence checked above"))
+    }
+
+    fn apply_reader_report(&mut self, r: ReaderReport) {
+        let Some(&i) = self.reader_index.get(&r.reader) else {
+            return;
+        };
+        let state = &mut self.readers[i];
+        let status_changed = state.status != r.status || state.last_error != r.error;
+        state.status = r.status;
+        state.last_error = r.error;
+        state.frames_ok = r.frames_ok;
+        state.frames_bad = r.frames_bad;
+        if let Some(p) = r.protocol {
+            state.protocol = p;
+        }
+        if status_changed {
+            let _ = self.events.send(Event::Reader(state.clone()));
+        }
+    }
+
+    fn poll_state(&self, poll: &str) -> Option<PollState> {
+        let def = self.polls.iter().find(|p| p.id == poll)?;
+        let mut def = def.clone();
+        def.open = self.open.get(poll).copied().unwrap_or(false);
+        Some(PollState {
+            active: self.active.as_deref() == Some(poll),
+            def,
+        })
+    }
+
+    fn publish_snapshot(&mut self) -> Arc<Snapshot> {
+        self.store_health.taps = self.taps_logged;
+        let snap = Arc::new(Snapshot {
+            station: self.id.to_string(),
+            started_at: self.started_at,
+            active_poll: self.active.clone(),
+            polls: self
+                .polls
+                .iter()
+                .filter_map(|p| self.poll_state(&p.id))
+                .collect(),
+            tallies: self.tallies.views(),
+            readers: self.readers.clone(),
+            store: self.store_health.clone(),
+        });
+        self.state_tx.send_replace(snap.clone());
+        snap
+    }
+}
+
+enum Prepared {
+    New(Tap),
+    RepeatInBatch(usize),
+    RepeatDurable(TapOutcome),
+}

@@ -1,0 +1,599 @@
+//! HTTP: the results page, the JSON API, Server-Sent Events and the admin
+//! endpoints (axum).
+//!
+//! A client of the Station like any other: reads come from the Station's
+//! snapshot, changes from its broadcast, writes go through its handle. It
+//! never touches the store except to stream an export. Errors are JSON
+//! `{"error", "detail"}` and never carry internals; public responses never
+//! carry tag UIDs.
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::poll::{TagUid, Tap};
+use crate::station::{
+    ActionError, Event, ReaderStatus, Snapshot, StationHandle, TapError, TapOutcome,
+};
+use crate::store::{ActionKind, StoreError};
+
+/// Largest request body accepted.
+const BODY_LIMIT: usize = 16 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub station: StationHandle,
+    pub admin_token: Arc<str>,
+    /// Cancelled at shutdown: ends the event streams so the server can drain.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// Build the router; tests call this directly.
+pub fn app(state: AppState, request_timeout: Duration) -> Router {
+    let api = Router::new()
+        .route("/", get(index))
+        .route("/assets/{name}", get(asset))
+        .route("/healthz", get(healthz))
+        .route("/api/v1/station", get(station_info))
+        .route("/api/v1/polls", get(polls))
+        .route("/api/v1/polls/{poll}/tally", get(tally))
+        .route("/api/v1/polls/{poll}/{action}", post(poll_action))
+        .route("/api/v1/taps", get(export_taps).post(inject_tap))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ));
+    // The event stream lives as long as the client wants: no request timeout.
+    let streams = Router::new().route("/api/v1/events", get(events));
+    api.merge(streams)
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .with_state(state)
+}
+
+// ---- errors ---------------------------------------------------------------
+
+/// An error as clients see it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    detail: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": self.error, "detail": self.detail })),
+        )
+            .into_response()
+    }
+}
+
+impl From<TapError> for ApiError {
+    fn from(e: TapError) -> Self {
+        let (status, error) = match &e {
+            TapError::UnknownReader(_) => (StatusCode::NOT_FOUND, "unknown reader"),
+            TapError::NoActivePoll | TapError::EmptySlot { .. } => {
+                (StatusCode::CONFLICT, "no answer for this reader")
+            }
+            TapError::PollClosed(_) => (StatusCode::CONFLICT, "poll closed"),
+            TapError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "not recorded"),
+            TapError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        };
+        Self::new(status, error, e.to_string())
+    }
+}
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> Self {
+        let (status, error) = match &e {
+            ActionError::UnknownPoll(_) => (StatusCode::NOT_FOUND, "unknown poll"),
+            ActionError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "not recorded"),
+            ActionError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        };
+        Self::new(status, error, e.to_string())
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not found", "no such endpoint")
+}
+
+// ---- admin ----------------------------------------------------------------
+
+/// Proof that the request carried the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(given) = given else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this endpoint needs `Authorization: Bearer <admin token>`",
+            ));
+        };
+        use subtle::ConstantTimeEq;
+        if bool::from(given.as_bytes().ct_eq(state.admin_token.as_bytes())) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the admin token is wrong",
+            ))
+        }
+    }
+}
+
+/// The admin token: a systemd credential, the configured file, or
+/// `<data_dir>/admin-token` (created with mode 0600 on first start).
+pub fn admin_token(data_dir: &Path, configured: Option<&Path>) -> anyhow::Result<String> {
+    use anyhow::Context;
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let p = Path::new(&dir).join("admin-token");
+        if p.exists() {
+            return read_token(&p);
+        }
+    }
+    if let Some(p) = configured {
+        return read_token(p);
+    }
+    let p = data_dir.join("admin-token");
+    if p.exists() {
+        return read_token(&p);
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the token: {e}"))?;
+    let token = hex::encode(bytes);
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .with_context(|| format!("cannot create the admin token file {}", p.display()))?;
+        writeln!(f, "{token}").with_context(|| format!("cannot write {}", p.display()))?;
+        f.sync_all()?;
+    }
+    tracing::info!(path = %p.display(), "created a new admin token");
+    Ok(token)
+}
+
+fn read_token(p: &Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let t = std::fs::read_to_string(p)
+        .with_context(|| format!("cannot read the admin token {}", p.display()))?;
+    let t = t.trim().to_string();
+    anyhow::ensure!(
+        t.len() >= 16,
+        "the admin token in {} is shorter than 16 characters",
+        p.display()
+    );
+    Ok(t)
+}
+
+// ---- public endpoints -----------------------------------------------------
+
+/// Content-Security-Policy of our pages: everything from the station itself.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+fn page(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index() -> Response {
+    page(
+        "text/html; charset=utf-8",
+        include_str!("../ui/web/index.html"),
+    )
+}
+
+async fn asset(UrlPath(name): UrlPath<String>) -> Response {
+    match name.as_str() {
+        "app.js" => page(
+            "text/javascript; charset=utf-8",
+            include_str!("../ui/web/app.js"),
+        ),
+        "style.css" => page(
+            "text/css; charset=utf-8",
+            include_str!("../ui/web/style.css"),
+        ),
+        _ => not_found().await.into_response(),
+    }
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    let snap = s.station.snapshot();
+    let connected = snap
+        .readers
+        .iter()
+        .filter(|r| r.status == ReaderStatus::Connected)
+        .count();
+    let ok = snap.store.writable;
+    let body = json!({
+        "status": if ok { "ok" } else { "error" },
+        "store": snap.store,
+        "readers": { "connected": connected, "total": snap.readers.len() },
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+fn station_json(snap: &Snapshot) -> serde_json::Value {
+    json!({
+        "id": snap.station,
+        "started_at": snap.started_at,
+        "active_poll": snap.active_poll,
+        "readers": snap.readers,
+        "network": { "state": "unknown" },
+        "store": snap.store,
+    })
+}
+
+async fn station_info(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(station_json(&s.station.snapshot()))
+}
+
+async fn polls(State(s): State<AppState>) -> Response {
+    Json(s.station.snapshot().polls.clone()).into_response()
+}
+
+async fn tally(State(s): State<AppState>, UrlPath(poll): UrlPath<String>) -> Response {
+    match s.station.snapshot().tally(&poll) {
+        Some(t) => Json(t.clone()).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown poll",
+            format!("no poll {poll:?} is configured"),
+        )
+        .into_response(),
+    }
+}
+
+fn sse_event(name: &str, data: &impl Serialize) -> SseEvent {
+    SseEvent::default()
+        .event(name)
+        .data(serde_json::to_string(data).unwrap_or_else(|_| "null".into()))
+}
+
+/// The whole state as a burst of events, for a new or lagging client.
+fn resync_events(snap: &Snapshot) -> Vec<SseEvent> {
+    let mut out = vec![sse_event("status", &station_json(snap))];
+    out.extend(snap.tallies.iter().map(|t| sse_event("tally", t)));
+    out
+}
+
+async fn events(
+    State(s): State<AppState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    // Subscribe before taking the snapshot, so nothing falls between them.
+    let mut rx = s.station.subscribe();
+    let first = resync_events(&s.station.snapshot());
+    let station = s.station.clone();
+    let shutdown = s.shutdown.clone();
+    let stream = channel_stream(64, move |tx| async move {
+        for e in first {
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return,
+                next = rx.recv() => next,
+            };
+            let out = match next {
+                Ok(Event::Tap(t)) => vec![sse_event("tap", &t)],
+                Ok(Event::Tally(t)) => vec![sse_event("tally", &t)],
+                Ok(Event::Reader(r)) => vec![sse_event("reader", &r)],
+                Ok(Event::Status(snap)) => vec![sse_event("status", &station_json(&snap))],
+                Err(RecvError::Lagged(n)) => {
+                    tracing::debug!(missed = n, "SSE client lagged; sending a fresh snapshot");
+                    resync_events(&station.snapshot())
+                }
+                Err(RecvError::Closed) => return,
+            };
+            for e in out {
+                if tx.send(e).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// Run `body` as a task that feeds a response stream through a small
+/// channel; `body` stops when a send fails (the client went away).
+fn channel_stream<T, F, Fut>(capacity: usize, body: F) -> impl Stream<Item = Result<T, Infallible>>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<T>(capacity);
+    tokio::spawn(body(tx));
+    futures_util::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok)
+}
+
+// ---- admin endpoints ------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TapRequest {
+    reader: String,
+    tag: String,
+}
+
+/// A tap as admin responses show it (with the tag).
+#[derive(Serialize)]
+struct TapResponse<'a> {
+    station: &'a str,
+    seq: u64,
+    reader: &'a str,
+    tag: &'a str,
+    poll: &'a str,
+    answer: &'a str,
+    at: i64,
+    counted: bool,
+    repeat: bool,
+}
+
+fn tap_response(o: &TapOutcome) -> TapResponse<'_> {
+    TapResponse {
+        station: &o.tap.station,
+        seq: o.tap.seq,
+        reader: &o.tap.reader,
+        tag: o.tap.tag.as_str(),
+        poll: &o.tap.poll,
+        answer: &o.tap.answer,
+        at: o.tap.at,
+        counted: o.counted,
+        repeat: o.repeat,
+    }
+}
+
+async fn inject_tap(
+    _: Admin,
+    State(s): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: TapRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad request",
+            format!("expected {{\"reader\": \"...\", \"tag\": \"...\"}}: {e}"),
+        )
+    })?;
+    let tag = TagUid::parse(&req.tag)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad tag", e.to_string()))?;
+    let outcome = s.station.tap(&req.reader, tag).await?;
+    let status = if outcome.repeat {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(tap_response(&outcome))).into_response())
+}
+
+async fn poll_action(
+    _: Admin,
+    State(s): State<AppState>,
+    UrlPath((poll, action)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let kind = match action.as_str() {
+        "open" => ActionKind::Open,
+        "close" => ActionKind::Close,
+        "reset" => ActionKind::Reset,
+        "activate" => ActionKind::Activate,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown action",
+                format!("{other:?} is not one of open, close, reset, activate"),
+            ));
+        }
+    };
+    let state = s.station.poll_action(&poll, kind).await?;
+    Ok(Json(state).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    format: Option<String>,
+    after: Option<String>,
+}
+
+async fn export_taps(
+    _: Admin,
+    State(s): State<AppState>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad format",
+                format!("format {other:?} is not json or csv"),
+            ));
+        }
+    };
+    let after = match q.after {
+        None => None,
+        Some(a) => {
+            let parsed = a
+                .rsplit_once(':')
+                .and_then(|(st, seq)| Some((st.to_string(), seq.parse::<u64>().ok()?)));
+            let Some((st, seq)) = parsed else {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad cursor",
+                    format!("after={a:?} is not STATION:SEQ"),
+                ));
+            };
+            let path = s.station.store().path().to_path_buf();
+            let (st2, exists) = tokio::task::spawn_blocking(move || {
+                let r = crate::store::tap_exists(&path, &st, seq);
+                (st, r)
+            })
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "export failed",
+                )
+            })?;
+            match exists {
+                Ok(true) => Some((st2, seq)),
+                Ok(false) => {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "unknown cursor",
+                        format!("no tap {st2}:{seq} in the log"),
+                    ));
+                }
+                Err(e) => return Err(store_unavailable(&e)),
+            }
+        }
+    };
+    let mut rx = s.station.store().export(after);
+    let stream = channel_stream(16, move |tx| async move {
+        if csv {
+            if tx
+                .send(Bytes::from_static(
+                    b"station,seq,reader,tag,at,at_iso,poll,answer\n",
+                ))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        } else if tx.send(Bytes::from_static(b"[")).await.is_err() {
+            return;
+        }
+        let mut first = true;
+        while let Some(row) = rx.recv().await {
+            let Ok(tap) = row else {
+                tracing::error!("export aborted by a store error");
+                return; // the response is cut short: the client sees an incomplete body
+            };
+            let chunk = if csv {
+                csv_line(&tap)
+            } else {
+                let mut s = if first {
+                    String::new()
+                } else {
+                    ",\n".to_string()
+                };
+                s.push_str(&serde_json::to_string(&tap).unwrap_or_default());
+                s
+            };
+            first = false;
+            if tx.send(Bytes::from(chunk)).await.is_err() {
+                return;
+            }
+        }
+        if !csv {
+            let _ = tx.send(Bytes::from_static(b"]\n")).await;
+        }
+    });
+    let content_type = if csv {
+        "text/csv; charset=utf-8"
+    } else {
+        "application/json"
+    };
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if csv {
+        resp.headers_mut().insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment; filename=\"taps.csv\""),
+        );
+    }
+    Ok(resp)
+}
+
+fn store_unavailable(e: &StoreError) -> ApiError {
+    tracing::error!(error = %e, "store read failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store unavailable",
+        "the log cannot be read right now; see /healthz",
+    )
+}
+
+fn csv_line(t: &Tap) -> String {
+    let iso = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.at) * 1_000_000)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    // Ids are restricted to [A-Za-z0-9._-] and tags to urn:rfid:HEX: no quoting needed.
+    format!(
+        "{},{},{},{},{},{},{},{}\n",
+        t.station, t.seq, t.reader, t.tag, t.at, iso, t.poll, t.answer
+    )
+}
