@@ -301,6 +301,7 @@ pub fn start(
             config.station.data_dir.display()
         ))
     })?;
+    check_writable(&config.station.data_dir)?;
     let db = config.station.data_dir.join("pollstation.db");
     let mut tallies = Tallies::new(&config.polls);
     let mut open: HashMap<String, bool> = config
@@ -423,6 +424,21 @@ pub fn start(
     };
     let task = tokio::spawn(station.run(rx, shutdown));
     Ok((handle, task))
+}
+
+/// Fail early and clearly if the data directory cannot be written: SQLite
+/// would only say "unable to open database file".
+fn check_writable(dir: &std::path::Path) -> Result<(), StoreError> {
+    let probe = dir.join(".pollstation-write-test");
+    let result = std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe));
+    result.map_err(|e| {
+        let msg = format!("the data directory {} is not writable: {e}", dir.display());
+        match e.raw_os_error() {
+            Some(30) => StoreError::ReadOnly(msg), // EROFS
+            Some(28) => StoreError::Full(msg),     // ENOSPC
+            _ => StoreError::Io(msg),
+        }
+    })
 }
 
 impl Station {

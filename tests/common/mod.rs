@@ -1,0 +1,358 @@
+//! Test harness: runs the real `pollstation` binary on port 0 with a temp
+//! data dir, and reads its HTTP API and event stream.
+#![allow(dead_code)] // each test binary uses a different part of it
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pollstation");
+
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A config with three polls (one per rule) and fixed and slot readers.
+pub fn config(data_dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[station]
+id = "test"
+data_dir = "{}"
+debounce_ms = 2000
+
+[http]
+listen = "127.0.0.1:0"
+
+[[poll]]
+id = "first"
+question = "First tap counts?"
+rule = "one-per-person"
+answers = [{{ id = "a", label = "Alpha" }}, {{ id = "b", label = "Bravo" }}]
+
+[[poll]]
+id = "last"
+question = "Last tap counts?"
+rule = "last-wins"
+answers = [{{ id = "a", label = "Alpha" }}, {{ id = "b", label = "Bravo" }}]
+
+[[poll]]
+id = "all"
+question = "Every tap counts?"
+rule = "unlimited"
+answers = [{{ id = "a", label = "Alpha" }}, {{ id = "b", label = "Bravo" }}]
+
+[[reader]]
+id = "first-a"
+device = "/nonexistent/first-a"
+protocol = "text"
+poll = "first"
+answer = "a"
+
+[[reader]]
+id = "first-b"
+device = "/nonexistent/first-b"
+protocol = "text"
+poll = "first"
+answer = "b"
+
+[[reader]]
+id = "last-a"
+device = "/nonexistent/last-a"
+protocol = "text"
+poll = "last"
+answer = "a"
+
+[[reader]]
+id = "last-b"
+device = "/nonexistent/last-b"
+protocol = "text"
+poll = "last"
+answer = "b"
+
+[[reader]]
+id = "all-a"
+device = "/nonexistent/all-a"
+protocol = "text"
+poll = "all"
+answer = "a"
+
+[[reader]]
+id = "slot-b"
+device = "/nonexistent/slot-b"
+protocol = "text"
+slot = "B"
+{extra}
+"#,
+        data_dir.display()
+    )
+}
+
+/// A running station process.
+pub struct Station {
+    pub child: Option<Child>,
+    pub base: String,
+    pub token: String,
+    pub data_dir: PathBuf,
+    pub config_path: PathBuf,
+    pub output: Arc<Mutex<Vec<String>>>,
+    pub http: reqwest::Client,
+}
+
+impl Station {
+    /// Write `config_text` next to `data_dir` and start the station on it.
+    pub fn start(data_dir: &Path, config_text: &str) -> Station {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let config_path = data_dir.parent().unwrap().join(format!(
+            "{}.toml",
+            data_dir.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(&config_path, config_text).unwrap();
+        Self::start_with(data_dir, &config_path)
+    }
+
+    pub fn start_with(data_dir: &Path, config_path: &Path) -> Station {
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config_path)
+            .env("RUST_LOG", "pollstation=debug,warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pollstation");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let out = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    let rest = &line[i + "listening on http://".len()..];
+                    let addr = rest.split_whitespace().next().unwrap().to_string();
+                    let _ = addr_tx.send(addr);
+                }
+                out.lock().unwrap().push(line);
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let out = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                out.lock().unwrap().push(format!("stderr: {line}"));
+            }
+        });
+        let addr = match addr_rx.recv_timeout(WAIT) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "station did not start listening; output:\n{}",
+                    output.lock().unwrap().join("\n")
+                );
+            }
+        };
+        let token = std::fs::read_to_string(data_dir.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Station {
+            child: Some(child),
+            base: format!("http://{addr}"),
+            token,
+            data_dir: data_dir.to_path_buf(),
+            config_path: config_path.to_path_buf(),
+            output,
+            http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    pub async fn admin_get_text(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn tap(&self, reader: &str, tag: &str) -> (u16, Value) {
+        self.admin_post(
+            "/api/v1/taps",
+            serde_json::json!({ "reader": reader, "tag": tag }),
+        )
+        .await
+    }
+
+    pub async fn tally(&self, poll: &str) -> Vec<u64> {
+        let (s, v) = self.get(&format!("/api/v1/polls/{poll}/tally")).await;
+        assert_eq!(s, 200, "{v}");
+        v["answers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["count"].as_u64().unwrap())
+            .collect()
+    }
+
+    /// All logged taps, from the admin export.
+    pub async fn export(&self) -> Vec<Value> {
+        let (s, body) = self.admin_get_text("/api/v1/taps").await;
+        assert_eq!(s, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let child = self.child.take().unwrap();
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        wait_exit(child)
+    }
+
+    /// kill -9.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+}
+
+impl Drop for Station {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Wait for a child to exit, at most WAIT.
+pub fn wait_exit(mut child: Child) -> std::process::ExitStatus {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("process {pid} did not exit within {WAIT:?}");
+        }
+    }
+}
+
+/// A parsed Server-Sent Events stream.
+pub struct Sse {
+    rx: tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+}
+
+impl Sse {
+    pub async fn connect(url: &str) -> Sse {
+        let resp = reqwest::Client::new()
+            .get(url)
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut stream = resp.bytes_stream();
+            let mut buf = String::new();
+            while let Some(Ok(chunk)) = stream.next().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(i) = buf.find("\n\n") {
+                    let block: String = buf.drain(..i + 2).collect();
+                    let mut name = String::from("message");
+                    let mut data = String::new();
+                    for line in block.lines() {
+                        if let Some(n) = line.strip_prefix("event:") {
+                            name = n.trim().to_string();
+                        } else if let Some(d) = line.strip_prefix("data:") {
+                            data.push_str(d.trim_start());
+                        }
+                    }
+                    if data.is_empty() {
+                        continue; // keep-alive comment
+                    }
+                    let v = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                    if tx.send((name, v)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Sse { rx }
+    }
+
+    /// The next event named `name` (others are skipped), or panic after WAIT.
+    pub async fn next_named(&mut self, name: &str) -> Value {
+        let fut = async {
+            loop {
+                let (n, v) = self.rx.recv().await.expect("event stream ended");
+                if n == name {
+                    return v;
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, fut)
+            .await
+            .unwrap_or_else(|_| panic!("no {name:?} event within {WAIT:?}"))
+    }
+
+    /// Every event until one named `name` satisfies `pred`.
+    pub async fn until(&mut self, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let v = self.next_named(name).await;
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The station end to end: the real binary, its HTTP API and event stream.
+
+mod common;
+
+use common::{Sse, Station, config};
+use serde_json::{Value, json};
+
+fn tag(n: u32) -> String {
+    format!("urn:rfid:{:08X}", 0x1000_0000 + n)
+}
+
+#[tokio::test]
+async fn taps_come_out_as_events_and_in_the_tally_under_each_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Station::start(
+        &dir.path().join("data"),
+        &config(&dir.path().join("data"), ""),
+    );
+    let mut sse = Sse::connect(&st.url("/api/v1/events")).await;
+    let status = sse.next_named("status").await;
+    assert_eq!(status["id"], "test");
+
+    // one-per-person: the second tap of tag 1 (other answer) does not count.
+    let (s, v) = st.tap("first-a", &tag(1)).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["counted"], true);
+    let ev = sse.next_named("tap").await;
+    assert_eq!(
+        (
+            ev["reader"].as_str(),
+            ev["seq"].as_u64(),
+            ev["counted"].as_bool()
+        ),
+        (Some("first-a"), v["seq"].as_u64(), Some(true))
+    );
+    assert!(ev.get("tag").is_none(), "public events carry no tag: {ev}");
+    let t = sse.next_named("tally").await;
+    assert_eq!(t["poll"], "first");
+    assert_eq!(t["total"], 1);
+
+    let (s, v) = st.tap("first-b", &tag(1)).await;
+    assert_eq!((s, v["counted"].as_bool()), (201, Some(false)), "{v}");
+    let ev = sse.next_named("tap").await;
+    assert_eq!(ev["counted"], false);
+    st.tap("first-b", &tag(2)).await;
+    assert_eq!(st.tally("first").await, vec![1, 1]);
+
+    // last-wins: tag 1 changes its mind.
+    st.tap("last-a", &tag(1)).await;
+    assert_eq!(st.tally("last").await, vec![1, 0]);
+    let (_, v) = st.tap("last-b", &tag(1)).await;
+    assert_eq!(v["counted"], true);
+    assert_eq!(st.tally("last").await, vec![0, 1]);
+
+    // unlimited: every tap counts (different tags, and the same tag after the debounce window
+    // is covered by the debounce test).
+    for n in 1..=3 {
+        let (s, _) = st.tap("all-a", &tag(n)).await;
+        assert_eq!(s, 201);
+    }
+    let t = sse
+        .until("tally", |t| t["poll"] == "all" && t["total"] == 3)
+        .await;
+    assert_eq!(t["answers"][0]["count"], 3);
+    assert_eq!(t["last_tap"]["reader"], "all-a");
+
+    // The slot reader votes on the active poll (the first open one: "first").
+    let (s, v) = st.tap("slot-b", &tag(9)).await;
+    assert_eq!(
+        (s, v["poll"].as_str(), v["answer"].as_str()),
+        (201, Some("first"), Some("b"))
+    );
+}
+
+#[tokio::test]
+async fn a_repeat_inside_the_debounce_window_is_the_earlier_tap() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Station::start(
+        &dir.path().join("data"),
+        &config(&dir.path().join("data"), ""),
+    );
+    let (s1, v1) = st.tap("all-a", &tag(1)).await;
+    let (s2, v2) = st.tap("all-a", "10:00:00:01").await; // same tag, other spelling
+    assert_eq!((s1, s2), (201, 200));
+    assert_eq!(v1["seq"], v2["seq"]);
+    assert_eq!(v2["repeat"], true);
+    // Another reader is another tap.
+    let (s3, _) = st.tap("first-a", &tag(1)).await;
+    assert_eq!(s3, 201);
+    assert_eq!(st.tally("all").await, vec![1, 0]);
+    assert_eq!(st.export().await.len(), 2);
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_log_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Station::start(
+        &dir.path().join("data"),
+        &config(&dir.path().join("data"), ""),
+    );
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (
+            json!({"reader": "nope", "tag": tag(1)}),
+            404,
+            "unknown reader",
+        ),
+        (json!({"reader": "all-a", "tag": "xyz"}), 422, "bad tag"),
+        (
+            json!({"reader": "all-a", "tag": "08123456"}),
+            422,
+            "bad tag",
+        ),
+        (json!({"reader": "all-a"}), 400, "bad request"),
+        (
+            json!({"reader": "all-a", "tag": tag(1), "extra": 1}),
+            400,
+            "bad request",
+        ),
+        (json!([1, 2]), 400, "bad request"),
+    ];
+    for (body, status, error) in cases {
+        let (s, v) = st.admin_post("/api/v1/taps", body.clone()).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (status, Some(error)),
+            "{body} → {v}"
+        );
+        assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+    }
+    // Not JSON at all, and too large.
+    let r = st
+        .http
+        .post(st.url("/api/v1/taps"))
+        .bearer_auth(&st.token)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Its own connection: the server closes it after refusing the body.
+    let r = reqwest::Client::new()
+        .post(st.url("/api/v1/taps"))
+        .bearer_auth(&st.token)
+        .body(vec![b' '; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let (s, v) = st.get("/api/v1/polls/nope/tally").await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("unknown poll")));
+    let (s, v) = st
+        .admin_post("/api/v1/polls/first/explode", json!({}))
+        .await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("unknown action")));
+    let (s, v) = st.admin_post("/api/v1/polls/nope/open", json!({})).await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("unknown poll")));
+    let (s, v) = st.get("/api/v1/nothing").await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("not found")));
+    let (s, _) = st.admin_get_text("/api/v1/taps?after=test").await;
+    assert_eq!(s, 400);
+    let (s, _) = st.admin_get_text("/api/v1/taps?after=test:99").await;
+    assert_eq!(s, 404);
+    let (s, _) = st.admin_get_text("/api/v1/taps?format=xml").await;
+    assert_eq!(s, 400);
+    assert!(st.export().await.is_empty());
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_token_and_public_ones_never_show_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let st = Station::start(&data, &config(&data, ""));
+    // The token file is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("admin-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let body = json!({"reader": "all-a", "tag": tag(1)});
+    let r = st
+        .http
+        .post(st.url("/api/v1/taps"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = st
+        .http
+        .post(st.url("/api/v1/taps"))
+        .bearer_auth("wrong-token-wrong-token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    for path in ["/api/v1/taps", "/api/v1/taps?format=csv"] {
+        let r = st.http.get(st.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    let r = st
+        .http
+        .post(st.url("/api/v1/polls/first/reset"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        st.export().await.is_empty(),
+        "refused requests logged nothing"
+    );
+
+    let mut sse = Sse::connect(&st.url("/api/v1/events")).await;
+    assert_eq!(st.tap("all-a", &tag(1)).await.0, 201);
+    let ev = sse.next_named("tap").await;
+    assert!(!ev.to_string().contains("urn:rfid"), "{ev}");
+    for path in [
+        "/",
+        "/healthz",
+        "/api/v1/station",
+        "/api/v1/polls",
+        "/api/v1/polls/all/tally",
+    ] {
+        let (s, text) = st.get_text(path).await;
+        assert_eq!(s, 200, "{path}");
+        assert!(
+            !text.contains("urn:rfid") && !text.contains("10000001"),
+            "{path}: {text}"
+        );
+    }
+    // The admin export does carry tags.
+    let (s, csv) = st.admin_get_text("/api/v1/taps?format=csv").await;
+    assert_eq!(s, 200);
+    assert!(
+        csv.starts_with("station,seq,reader,tag,at,at_iso,poll,answer\n"),
+        "{csv}"
+    );
+    assert!(csv.contains(&format!("test,1,all-a,{},", tag(1))), "{csv}");
+}
+
+#[tokio::test]
+async fn operator_actions_open_close_reset_activate() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Station::start(
+        &dir.path().join("data"),
+        &config(&dir.path().join("data"), ""),
+    );
+    let mut sse = Sse::connect(&st.url("/api/v1/events")).await;
+    st.tap("first-a", &tag(1)).await;
+    st.tap("first-b", &tag(2)).await;
+    assert_eq!(st.tally("first").await, vec![1, 1]);
+
+    let (s, v) = st.admin_post("/api/v1/polls/first/close", json!({})).await;
+    assert_eq!((s, v["open"].as_bool()), (200, Some(false)), "{v}");
+    let (s, v) = st.tap("first-a", &tag(3)).await;
+    assert_eq!((s, v["error"].as_str()), (409, Some("poll closed")), "{v}");
+    let (s, _) = st.admin_post("/api/v1/polls/first/open", json!({})).await;
+    assert_eq!(s, 200);
+
+    let (s, _) = st.admin_post("/api/v1/polls/first/reset", json!({})).await;
+    assert_eq!(s, 200);
+    sse.until("tally", |t| t["poll"] == "first" && t["total"] == 0)
+        .await;
+    assert_eq!(st.tally("first").await, vec![0, 0]);
+    // After a reset the same person votes again, and it counts.
+    let (s, v) = st.tap("first-a", &tag(1)).await;
+    assert_eq!((s, v["counted"].as_bool()), (201, Some(true)), "{v}");
+
+    // Activating "last" moves the slot reader there.
+    let (s, v) = st
+        .admin_post("/api/v1/polls/last/activate", json!({}))
+        .await;
+    assert_eq!((s, v["active"].as_bool()), (200, Some(true)), "{v}");
+    let (_, v) = st.tap("slot-b", &tag(5)).await;
+    assert_eq!(
+        (v["poll"].as_str(), v["answer"].as_str()),
+        (Some("last"), Some("b"))
+    );
+    let (_, polls) = st.get("/api/v1/polls").await;
+    let active: Vec<&str> = polls
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["active"] == true)
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(active, vec!["last"]);
+
+    // Actions are in the log: a restart keeps them (closed stays closed, the
+    // reset stays reset, the active poll stays active).
+    st.admin_post("/api/v1/polls/all/close", json!({})).await;
+    let data = st.data_dir.clone();
+    let cfg = st.config_path.clone();
+    assert!(st.terminate().success());
+    let st = Station::start_with(&data, &cfg);
+    assert_eq!(st.tally("first").await, vec![1, 0]);
+    let (_, polls) = st.get("/api/v1/polls").await;
+    let all = polls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "all")
+        .unwrap()
+        .clone();
+    assert_eq!(all["open"], false);
+    let (_, v) = st.tap("slot-b", &tag(6)).await;
+    assert_eq!(v["poll"], "last");
+}
+
+#[tokio::test]
+async fn station_and_health_report_readers_and_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Station::start(
+        &dir.path().join("data"),
+        &config(&dir.path().join("data"), ""),
+    );
+    let (s, v) = st.get("/api/v1/station").await;
+    assert_eq!(s, 200);
+    assert_eq!(v["id"], "test");
+    assert_eq!(v["network"]["state"], "unknown");
+    let readers = v["readers"].as_array().unwrap();
+    assert_eq!(readers.len(), 6);
+    let r = &readers[0];
+    assert_eq!(
+        (r["id"].as_str(), r["status"].as_str()),
+        (Some("first-a"), Some("disconnected"))
+    );
+    assert_eq!(r["binding"], json!({"poll": "first", "answer": "a"}));
+    assert_eq!(readers[5]["binding"], json!({"slot": "B"}));
+    let (s, v) = st.get("/healthz").await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ok")), "{v}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Station::start(
+        &dir.path().join("data"),
+        &config(&dir.path().join("data"), ""),
+    );
+    let _sse = Sse::connect(&st.url("/api/v1/events")).await; // an open stream must not block exit
+    st.tap("all-a", &tag(1)).await;
+    let out = st.output.clone();
+    assert!(st.terminate().success());
+    let log = out.lock().unwrap().join("\n");
+    assert!(log.contains("station stopped; log is flushed"), "{log}");
+}
