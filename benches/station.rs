@@ -1,1 +1,290 @@
-fn main() {}
+//! Station benchmarks (a bench binary; `cargo bench --bench station`).
+//!
+//! 1. Durable taps per second through the Station with group commit.
+//! 2. Latency from `POST /api/v1/taps` to the SSE `tap` event at 1,000 taps/s.
+//! 3. Start-up time to serving with 1,000,000 taps in the log.
+//!
+//! Everything runs on loopback with temp dirs and stops by itself.
+//! `BENCH_QUICK=1` shrinks the sizes for a smoke run.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use pollstation::config::Config;
+use pollstation::poll::{Tap, TagUid};
+use pollstation::service;
+use pollstation::store::{Record, Store};
+use tokio_util::sync::CancellationToken;
+
+fn config(data: &Path) -> Config {
+    let text = format!(
+        r#"
+[station]
+id = "bench"
+data_dir = "{}"
+
+[http]
+listen = "127.0.0.1:0"
+
+[[poll]]
+id = "p"
+question = "Bench?"
+rule = "one-per-person"
+answers = [{{ id = "a", label = "A" }}, {{ id = "b", label = "B" }}]
+
+[[poll]]
+id = "u"
+question = "Bench unlimited?"
+rule = "unlimited"
+answers = [{{ id = "a", label = "A" }}, {{ id = "b", label = "B" }}]
+
+[[reader]]
+id = "r1"
+device = "/nonexistent/r1"
+protocol = "text"
+poll = "p"
+answer = "a"
+
+[[reader]]
+id = "r2"
+device = "/nonexistent/r2"
+protocol = "text"
+poll = "u"
+answer = "b"
+"#,
+        data.display()
+    );
+    Config::parse(&text, data).expect("bench config")
+}
+
+fn tag(n: u32) -> TagUid {
+    TagUid::from_bytes(&(0x1000_0000u32 + n).to_be_bytes()).expect("valid tag")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// 1. Many concurrent inputs, each waiting for its tap to be durable.
+async fn throughput(total: u32, concurrency: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let shutdown = CancellationToken::new();
+    let running = service::start(&cfg, shutdown.clone()).await.unwrap();
+    let station = running.station.clone();
+    let started = Instant::now();
+    let per = total / concurrency;
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let station = station.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per {
+                station
+                    .tap("r1", tag(w * per + i))
+                    .await
+                    .expect("tap recorded");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let n = per * concurrency;
+    let snap = station.snapshot();
+    assert_eq!(snap.store.taps, u64::from(n));
+    println!(
+        "throughput: {n} durable taps from {concurrency} concurrent inputs in {:.2} s = {:.0} taps/s",
+        elapsed.as_secs_f64(),
+        f64::from(n) / elapsed.as_secs_f64()
+    );
+    shutdown.cancel();
+    running.wait().await;
+}
+
+/// 2. POST at a steady rate; time each tap from just before its POST to the
+/// arrival of its SSE event.
+async fn latency(rate: u32, seconds: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let shutdown = CancellationToken::new();
+    let running = service::start(&cfg, shutdown.clone()).await.unwrap();
+    let base = format!("http://{}", running.http_addr);
+    let token = running.admin_token.clone();
+
+    // The SSE side notes when each seq arrived; the POST side notes when the
+    // request for each seq was sent; the two are joined at the end.
+    let arrived: Arc<std::sync::Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let resp = reqwest::get(format!("{base}/api/v1/events")).await.unwrap();
+    let arrived_sse = arrived.clone();
+    tokio::spawn(async move {
+        let mut stream = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            let now = Instant::now();
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(i) = buf.find("\n\n") {
+                let block: String = buf.drain(..i + 2).collect();
+                if !block.starts_with("event: tap") {
+                    continue;
+                }
+                let data = block.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+                let v: serde_json::Value = serde_json::from_str(data).unwrap();
+                arrived_sse
+                    .lock()
+                    .unwrap()
+                    .insert(v["seq"].as_u64().unwrap(), now);
+            }
+        }
+    });
+
+    let client = reqwest::Client::new();
+    let n = rate * seconds;
+    // Warm up the connection pool.
+    for i in 0..50 {
+        client
+            .post(format!("{base}/api/v1/taps"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"reader": "r2", "tag": tag(9_000_000 + i).as_str()}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut interval = tokio::time::interval(Duration::from_secs(1) / rate);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut posts = Vec::new();
+    for i in 0..n {
+        interval.tick().await;
+        let client = client.clone();
+        let url = format!("{base}/api/v1/taps");
+        let token = token.clone();
+        posts.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let r = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({"reader": "r2", "tag": tag(i).as_str()}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            let v: serde_json::Value = r.json().await.unwrap();
+            (v["seq"].as_u64().unwrap(), t0)
+        }));
+    }
+    let mut sent = Vec::new();
+    for p in posts {
+        sent.push(p.await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut lat = Vec::new();
+    for (seq, t0) in sent {
+        loop {
+            if let Some(t1) = arrived.lock().unwrap().get(&seq) {
+                lat.push(*t1 - t0);
+                break;
+            }
+            assert!(Instant::now() < deadline, "SSE event for seq {seq} never came");
+            tokio::task::yield_now().await;
+        }
+    }
+    lat.sort();
+    println!(
+        "latency POST→SSE at {rate} taps/s for {seconds} s: {} samples, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        lat.len(),
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.9)),
+        ms(percentile(&lat, 0.99)),
+        ms(*lat.last().unwrap())
+    );
+    shutdown.cancel();
+    running.wait().await;
+}
+
+/// 3. A log of `n` taps from `people` tags; time from start to the first
+/// successful `/healthz` answer.
+async fn startup(n: u32, people: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let db = dir.path().join("pollstation.db");
+    let build = Instant::now();
+    {
+        let (store, _) = Store::open(&db, "bench", |_| {}).unwrap();
+        let mut seq = 0u64;
+        let station: Arc<str> = "bench".into();
+        let r: Arc<str> = "r1".into();
+        let (p, a): (Arc<str>, Arc<str>) = ("p".into(), "a".into());
+        let tags: Vec<TagUid> = (0..people).map(tag).collect();
+        while seq < u64::from(n) {
+            let batch: Vec<Record> = (0..10_000)
+                .map(|_| {
+                    seq += 1;
+                    Record::Tap(Tap {
+                        station: station.clone(),
+                        seq,
+                        reader: r.clone(),
+                        tag: tags[(seq % u64::from(people)) as usize].clone(),
+                        at: 1_700_000_000_000 + seq as i64,
+                        poll: p.clone(),
+                        answer: a.clone(),
+                    })
+                })
+                .collect();
+            store.append(batch).await.unwrap();
+        }
+    }
+    println!(
+        "startup: built a log of {n} taps ({people} tags) in {:.1} s, {} MB",
+        build.elapsed().as_secs_f64(),
+        std::fs::metadata(&db).map(|m| m.len() / 1_000_000).unwrap_or(0)
+    );
+    let client = reqwest::Client::new();
+    for round in 0..3 {
+        let shutdown = CancellationToken::new();
+        let t0 = Instant::now();
+        let running = service::start(&cfg, shutdown.clone()).await.unwrap();
+        let bound = t0.elapsed();
+        let r = client
+            .get(format!("http://{}/healthz", running.http_addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let serving = t0.elapsed();
+        let snap = running.station.snapshot();
+        assert_eq!(snap.store.taps, u64::from(n));
+        assert_eq!(snap.tally("p").unwrap().total, u64::from(people));
+        println!(
+            "startup with {n} taps in the log (round {round}): listener bound after {:.1} ms, first /healthz answered after {:.1} ms",
+            ms(bound),
+            ms(serving)
+        );
+        shutdown.cancel();
+        running.wait().await;
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing to parse.
+    let quick = std::env::var_os("BENCH_QUICK").is_some();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        if quick {
+            throughput(5_000, 64).await;
+            latency(1000, 1).await;
+            startup(20_000, 1_000).await;
+        } else {
+            throughput(200_000, 256).await;
+            latency(1000, 20).await;
+            startup(1_000_000, 5_000).await;
+        }
+    });
+}

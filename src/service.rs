@@ -46,6 +46,13 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         config.http.request_timeout,
     );
     let http_shutdown = shutdown.clone();
+    // Small SSE writes must leave at once: without TCP_NODELAY, Nagle holds a
+    // second event until the client ACKs the first (delayed ACK: up to 40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let http = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
