@@ -209,66 +209,87 @@ async fn latency(rate: u32, seconds: u32) {
     running.wait().await;
 }
 
-/// 3. A log of `n` taps from `people` tags; time from start to the first
-/// successful `/healthz` answer.
-async fn startup(n: u32, people: u32) {
+/// Append `count` taps (seq `first`..) straight to the log, as a station
+/// that ran for a long time would have left it.
+async fn fill_log(db: &Path, first: u64, count: u64, people: u32) {
+    let (store, _) = Store::open(db, "bench", |_| false, |_| {}).unwrap();
+    let station: Arc<str> = "bench".into();
+    let r: Arc<str> = "r1".into();
+    let (p, a): (Arc<str>, Arc<str>) = ("p".into(), "a".into());
+    let tags: Vec<TagUid> = (0..people).map(tag).collect();
+    let mut seq = first;
+    while seq < first + count {
+        let end = (seq + 10_000).min(first + count);
+        let batch: Vec<Record> = (seq..end)
+            .map(|s| {
+                Record::Tap(Tap {
+                    station: station.clone(),
+                    seq: s,
+                    reader: r.clone(),
+                    tag: tags[(s % u64::from(people)) as usize].clone(),
+                    at: 1_700_000_000_000 + s as i64,
+                    poll: p.clone(),
+                    answer: a.clone(),
+                })
+            })
+            .collect();
+        seq = end;
+        store.append(batch).await.unwrap();
+    }
+    store.close().await;
+}
+
+/// Start the station on `cfg` and time it until it is serving: listener bound
+/// and the first `/healthz` answered. Stops it cleanly afterwards (which
+/// writes a snapshot).
+async fn timed_start(cfg: &Config, client: &reqwest::Client, n: u64, people: u32, what: &str) {
+    let shutdown = CancellationToken::new();
+    let t0 = Instant::now();
+    let running = service::start(cfg, shutdown.clone()).await.unwrap();
+    let bound = t0.elapsed();
+    let r = client
+        .get(format!("http://{}/healthz", running.http_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let serving = t0.elapsed();
+    let snap = running.station.snapshot();
+    assert_eq!(snap.store.taps, n);
+    assert_eq!(snap.tally("p").unwrap().total, u64::from(people));
+    println!(
+        "startup with {n} taps in the log, {what}: listener bound after {:.1} ms, first /healthz answered after {:.1} ms ({:?})",
+        ms(bound),
+        ms(serving),
+        snap.store.startup
+    );
+    shutdown.cancel();
+    running.wait().await;
+}
+
+/// 3. Start-up with `n` taps from `people` tags in the log: after a clean
+/// stop (snapshot covers everything), after a crash (the longest tail a
+/// snapshot interval allows), and with no snapshot at all (whole log).
+async fn startup(n: u64, people: u32) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let db = dir.path().join("pollstation.db");
+    let client = reqwest::Client::new();
+    let tail = 49_999.min(n / 2);
     let build = Instant::now();
-    {
-        let (store, _) = Store::open(&db, "bench", |_| {}).unwrap();
-        let mut seq = 0u64;
-        let station: Arc<str> = "bench".into();
-        let r: Arc<str> = "r1".into();
-        let (p, a): (Arc<str>, Arc<str>) = ("p".into(), "a".into());
-        let tags: Vec<TagUid> = (0..people).map(tag).collect();
-        while seq < u64::from(n) {
-            let batch: Vec<Record> = (0..10_000)
-                .map(|_| {
-                    seq += 1;
-                    Record::Tap(Tap {
-                        station: station.clone(),
-                        seq,
-                        reader: r.clone(),
-                        tag: tags[(seq % u64::from(people)) as usize].clone(),
-                        at: 1_700_000_000_000 + seq as i64,
-                        poll: p.clone(),
-                        answer: a.clone(),
-                    })
-                })
-                .collect();
-            store.append(batch).await.unwrap();
-        }
-    }
+    fill_log(&db, 1, n - tail, people).await;
+    // A first start replays everything and its clean stop leaves a snapshot.
+    timed_start(&cfg, &client, n - tail, people, "no snapshot yet (whole log)").await;
+    // Taps after that snapshot, as a crash just before the next one would leave.
+    fill_log(&db, n - tail + 1, tail, people).await;
     println!(
         "startup: built a log of {n} taps ({people} tags) in {:.1} s, {} MB",
         build.elapsed().as_secs_f64(),
         std::fs::metadata(&db).map(|m| m.len() / 1_000_000).unwrap_or(0)
     );
-    let client = reqwest::Client::new();
-    for round in 0..3 {
-        let shutdown = CancellationToken::new();
-        let t0 = Instant::now();
-        let running = service::start(&cfg, shutdown.clone()).await.unwrap();
-        let bound = t0.elapsed();
-        let r = client
-            .get(format!("http://{}/healthz", running.http_addr))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let serving = t0.elapsed();
-        let snap = running.station.snapshot();
-        assert_eq!(snap.store.taps, u64::from(n));
-        assert_eq!(snap.tally("p").unwrap().total, u64::from(people));
-        println!(
-            "startup with {n} taps in the log (round {round}): listener bound after {:.1} ms, first /healthz answered after {:.1} ms",
-            ms(bound),
-            ms(serving)
-        );
-        shutdown.cancel();
-        running.wait().await;
+    timed_start(&cfg, &client, n, people, &format!("after a crash ({tail} taps after the snapshot)")).await;
+    for _ in 0..2 {
+        timed_start(&cfg, &client, n, people, "after a clean stop").await;
     }
 }
 

@@ -28,6 +28,9 @@ use crate::tally::{Applied, Tallies, TallyView};
 /// Most commands taken into one batch.
 const MAX_BATCH: usize = 4096;
 
+/// Taps between two snapshots of the tally state: bounds the replay at start.
+const SNAPSHOT_EVERY: u64 = 50_000;
+
 /// Milliseconds since the Unix epoch, now.
 #[must_use]
 pub fn now_ms() -> i64 {
@@ -141,6 +144,15 @@ pub struct StoreHealth {
     pub error: Option<String>,
     pub taps: u64,
     pub last_commit_ms: Option<f64>,
+    pub startup: StartupReplay,
+}
+
+/// How the state was rebuilt at start.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StartupReplay {
+    pub from_snapshot: bool,
+    pub replayed_taps: usize,
+    pub ms: f64,
 }
 
 /// Everything the outputs need to draw the station, at one moment.
@@ -273,6 +285,9 @@ struct Station {
     next_seq: u64,
     last_at: i64,
     taps_logged: u64,
+    /// `taps_logged` at the last snapshot; `None` when the stored snapshot
+    /// (if any) is behind the state.
+    snapshot_taps: Option<u64>,
     store: Store,
     store_health: StoreHealth,
     started_at: i64,
@@ -303,7 +318,6 @@ pub fn start(
     })?;
     check_writable(&config.station.data_dir)?;
     let db = config.station.data_dir.join("pollstation.db");
-    let mut tallies = Tallies::new(&config.polls);
     let mut open: HashMap<String, bool> = config
         .polls
         .iter()
@@ -318,7 +332,21 @@ pub fn start(
             .map(|p| p.id.clone())
     });
     let started = std::time::Instant::now();
-    let (store, rec) = Store::open(&db, &config.station.id, |record| match record {
+    let tallies = std::cell::RefCell::new(Tallies::new(&config.polls));
+    let restore = |data: &[u8]| match serde_json::from_slice(data) {
+        Ok(state) => match Tallies::from_state(&config.polls, state) {
+            Some(t) => {
+                *tallies.borrow_mut() = t;
+                true
+            }
+            None => false,
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "snapshot unreadable; replaying the whole log");
+            false
+        }
+    };
+    let (store, rec) = Store::open(&db, &config.station.id, restore, |record| match record {
         Record::Action(a) => match a.kind {
             ActionKind::Open | ActionKind::Close => {
                 if let Some(o) = open.get_mut(&a.poll) {
@@ -332,20 +360,29 @@ pub fn start(
             }
             ActionKind::Reset => {
                 if let Some(c) = a.cutoff {
-                    tallies.reset(&a.poll, c);
+                    tallies.borrow_mut().reset(&a.poll, c);
                 }
             }
         },
         Record::Tap(tap) => {
-            if tallies.apply(&tap) == Applied::Unknown {
+            if tallies.borrow_mut().apply(&tap) == Applied::Unknown {
                 tracing::warn!(station = %tap.station, seq = tap.seq, poll = %tap.poll, answer = %tap.answer,
                     "logged tap names a poll or answer no longer in the config; kept in the log, not counted");
             }
         }
+        Record::Snapshot { .. } => {}
     })?;
+    let tallies = tallies.into_inner();
+    let startup_info = StartupReplay {
+        from_snapshot: rec.from_snapshot,
+        replayed_taps: rec.replayed,
+        ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
     tracing::info!(
         taps = rec.taps,
+        replayed = rec.replayed,
         actions = rec.actions,
+        from_snapshot = rec.from_snapshot,
         next_seq = rec.next_seq,
         elapsed_ms = started.elapsed().as_millis(),
         db = %db.display(),
@@ -386,6 +423,7 @@ pub fn start(
             error: None,
             taps: 0,
             last_commit_ms: None,
+            startup: startup_info,
         },
     });
     let (state_tx, state_rx) = watch::channel(placeholder);
@@ -402,12 +440,14 @@ pub fn start(
         next_seq: rec.next_seq,
         last_at: rec.last_at,
         taps_logged: rec.taps as u64,
+        snapshot_taps: (rec.from_snapshot && rec.replayed == 0).then_some(rec.taps as u64),
         store: store.clone(),
         store_health: StoreHealth {
             writable: true,
             error: None,
             taps: rec.taps as u64,
             last_commit_ms: None,
+            startup: startup_info,
         },
         started_at: now_ms(),
         state_tx,
@@ -443,6 +483,10 @@ fn check_writable(dir: &std::path::Path) -> Result<(), StoreError> {
 
 impl Station {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        if self.snapshot_due() {
+            // A long replay just happened: don't make the next start repeat it.
+            self.snapshot().await;
+        }
         loop {
             let first = tokio::select! {
                 biased;
@@ -460,6 +504,9 @@ impl Station {
                 }
             }
             self.handle_batch(batch).await;
+            if self.snapshot_due() {
+                self.snapshot().await;
+            }
         }
         // Stop intake, then finish what was already accepted into the queue.
         rx.close();
@@ -474,7 +521,43 @@ impl Station {
             );
             self.handle_batch(rest).await;
         }
+        if self.snapshot_taps != Some(self.taps_logged) {
+            self.snapshot().await;
+        }
+        self.store.close().await;
         tracing::info!(taps = self.taps_logged, "station stopped; log is flushed");
+    }
+
+    /// Whether enough has happened since the last snapshot to take another.
+    fn snapshot_due(&self) -> bool {
+        let since = self.snapshot_taps.map_or(u64::MAX, |s| self.taps_logged - s);
+        since >= SNAPSHOT_EVERY
+    }
+
+    /// Save the tally state so the next start replays only what follows.
+    async fn snapshot(&mut self) {
+        let started = std::time::Instant::now();
+        let data = match serde_json::to_vec(&self.tallies.to_state()) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serialise the tally state; no snapshot");
+                return;
+            }
+        };
+        let bytes = data.len();
+        let record = Record::Snapshot {
+            data,
+            at: now_ms(),
+            taps: self.taps_logged,
+        };
+        match self.store.append(vec![record]).await {
+            Ok(_) => {
+                self.snapshot_taps = Some(self.taps_logged);
+                tracing::debug!(taps = self.taps_logged, bytes, elapsed_ms = started.elapsed().as_millis(), "snapshot saved");
+            }
+            // Only a cache: the next start replays more of the log.
+            Err(e) => tracing::warn!(error = %e, "snapshot not saved"),
+        }
     }
 
     async fn handle_batch(&mut self, batch: Vec<Command>) {

@@ -21,7 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::poll::{TagUid, Tap, TapKey};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts them.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_snapshots.sql"),
+];
 
 /// Why the log could not be written or read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +127,8 @@ impl ActionKind {
 pub enum Record {
     Tap(Tap),
     Action(Action),
+    /// The Station's tally state, covering every tap committed so far.
+    Snapshot { data: Vec<u8>, at: i64, taps: u64 },
 }
 
 /// How one commit went, for metrics.
@@ -138,6 +143,8 @@ enum Command {
         Vec<Record>,
         oneshot::Sender<Result<CommitStats, StoreError>>,
     ),
+    /// Checkpoint the WAL into the database and stop the thread.
+    Close(oneshot::Sender<()>),
 }
 
 /// Handle to the store thread.
@@ -152,6 +159,10 @@ pub struct Store {
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub actions: usize,
+    /// Whether a snapshot was used (only the taps after it were replayed).
+    pub from_snapshot: bool,
+    /// How many taps were read back from the log.
+    pub replayed: usize,
     pub taps: usize,
     /// The next sequence number of this station: one above the highest logged.
     pub next_seq: u64,
@@ -182,12 +193,16 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Open (creating and migrating if needed) the log at `path`, replay it
-    /// through `on_record` (all actions in order, then all taps in log
-    /// order), and start the store thread.
+    /// Open (creating and migrating if needed) the log at `path`, replay it,
+    /// and start the store thread.
+    ///
+    /// Replay: the latest snapshot (if any) is offered to `restore`; then
+    /// every action goes to `on_record` in order, then every tap in log
+    /// order — only those after the snapshot if `restore` accepted it.
     pub fn open(
         path: &Path,
         station: &str,
+        restore: impl FnOnce(&[u8]) -> bool,
         mut on_record: impl FnMut(Record),
     ) -> Result<(Store, Recovered), StoreError> {
         let conn = Connection::open(path)?;
@@ -198,6 +213,42 @@ impl Store {
             next_seq: 1,
             ..Recovered::default()
         };
+        if let Some((seq, at)) = conn
+            .query_row(
+                "SELECT seq, at FROM taps WHERE station = ?1 ORDER BY seq DESC LIMIT 1",
+                [station],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?
+        {
+            rec.next_seq = u64::try_from(seq).unwrap_or(0) + 1;
+            rec.last_at = at;
+        }
+        let snapshot: Option<(i64, i64, Vec<u8>)> = conn
+            .query_row(
+                "SELECT tap_rowid, tap_count, data FROM snapshots WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?;
+        let mut after_rowid = 0i64;
+        if let Some((rowid, count, data)) = snapshot {
+            if restore(&data) {
+                after_rowid = rowid;
+                rec.taps = usize::try_from(count).unwrap_or(0);
+                rec.from_snapshot = true;
+            } else {
+                tracing::info!("snapshot does not fit the configured polls; replaying the whole log");
+            }
+        }
         {
             let mut stmt = conn.prepare(
                 "SELECT at, kind, poll, cutoff_at, cutoff_station, cutoff_seq FROM actions ORDER BY id",
@@ -233,15 +284,13 @@ impl Store {
         {
             let mut names = Interner::default();
             let mut tags = Interner::default();
-            let mut stmt = conn.prepare(&format!("{SELECT_TAPS} ORDER BY rowid"))?;
-            let mut rows = stmt.query([])?;
+            let mut stmt =
+                conn.prepare(&format!("{SELECT_TAPS} WHERE rowid > ?1 ORDER BY rowid"))?;
+            let mut rows = stmt.query([after_rowid])?;
             while let Some(row) = rows.next()? {
                 let tap = read_tap(row, |s| names.get(s), |s| tags.get(s))?;
-                if &*tap.station == station {
-                    rec.next_seq = rec.next_seq.max(tap.seq + 1);
-                    rec.last_at = rec.last_at.max(tap.at);
-                }
                 rec.taps += 1;
+                rec.replayed += 1;
                 on_record(Record::Tap(tap));
             }
         }
@@ -268,6 +317,15 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Checkpoint and stop the store thread; answers once the thread is done
+    /// with the file. Later appends fail with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Close(reply)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Path of the database file.
@@ -375,6 +433,10 @@ fn write_batch(conn: &mut Connection, records: &[Record]) -> Result<(), StoreErr
         let mut tap_stmt = tx.prepare_cached(
             "INSERT INTO taps (station, seq, reader, tag, at, poll, answer) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
+        let mut snapshot_stmt = tx.prepare_cached(
+            "INSERT OR REPLACE INTO snapshots (id, tap_rowid, tap_count, at, data) \
+             SELECT 1, coalesce(max(rowid), 0), ?1, ?2, ?3 FROM taps",
+        )?;
         let mut action_stmt = tx.prepare_cached(
             "INSERT INTO actions (at, kind, poll, cutoff_at, cutoff_station, cutoff_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
@@ -389,6 +451,13 @@ fn write_batch(conn: &mut Connection, records: &[Record]) -> Result<(), StoreErr
                         t.at,
                         &*t.poll,
                         &*t.answer
+                    ])?;
+                }
+                Record::Snapshot { data, at, taps } => {
+                    snapshot_stmt.execute(params![
+                        i64::try_from(*taps).unwrap_or(i64::MAX),
+                        at,
+                        data
                     ])?;
                 }
                 Record::Action(a) => {
@@ -412,6 +481,7 @@ fn write_batch(conn: &mut Connection, records: &[Record]) -> Result<(), StoreErr
 
 /// The store thread: one transaction per batch, replies after the commit.
 fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
+    let mut closed = None;
     while let Some(cmd) = rx.blocking_recv() {
         match cmd {
             Command::Append(records, reply) => {
@@ -425,11 +495,19 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
                 }
                 let _ = reply.send(result);
             }
+            Command::Close(reply) => {
+                closed = Some(reply);
+                break;
+            }
         }
     }
     // All handles are gone: checkpoint so the WAL does not have to be replayed.
     if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
         tracing::warn!(error = %e, "store: final checkpoint failed (harmless: the WAL is replayed at next start)");
+    }
+    drop(conn);
+    if let Some(reply) = closed {
+        let _ = reply.send(());
     }
 }
 
@@ -453,7 +531,7 @@ mod tests {
     async fn appends_survive_reopen_and_seq_continues() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("log.db");
-        let (store, rec) = Store::open(&db, "s", |_| {}).unwrap();
+        let (store, rec) = Store::open(&db, "s", |_| false, |_| {}).unwrap();
         assert_eq!(rec.next_seq, 1);
         store
             .append((1..=3).map(|s| Record::Tap(tap(s))).collect())
@@ -471,9 +549,10 @@ mod tests {
         drop(store);
         let mut seen = Vec::new();
         let mut actions = Vec::new();
-        let (_store, rec) = Store::open(&db, "s", |r| match r {
+        let (_store, rec) = Store::open(&db, "s", |_| false, |r| match r {
             Record::Tap(t) => seen.push(t),
             Record::Action(a) => actions.push(a),
+            Record::Snapshot { .. } => unreachable!("snapshots are not replayed"),
         })
         .unwrap();
         assert_eq!(rec.next_seq, 4);
@@ -485,7 +564,7 @@ mod tests {
     #[tokio::test]
     async fn a_duplicate_tap_fails_the_whole_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(&dir.path().join("log.db"), "s", |_| {}).unwrap();
+        let (store, _) = Store::open(&dir.path().join("log.db"), "s", |_| false, |_| {}).unwrap();
         store.append(vec![Record::Tap(tap(1))]).await.unwrap();
         let err = store
             .append(vec![Record::Tap(tap(2)), Record::Tap(tap(1))])
@@ -504,7 +583,7 @@ mod tests {
     #[tokio::test]
     async fn export_after_a_cursor() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(&dir.path().join("log.db"), "s", |_| {}).unwrap();
+        let (store, _) = Store::open(&dir.path().join("log.db"), "s", |_| false, |_| {}).unwrap();
         store
             .append((1..=5).map(|s| Record::Tap(tap(s))).collect())
             .await

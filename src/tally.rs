@@ -16,7 +16,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::poll::{Person, PollDef, Rule, TagUid, Tap, TapKey};
 
@@ -41,7 +41,7 @@ impl Applied {
 }
 
 /// The public facts of the latest tap of a poll (no tag UID).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastTap {
     pub station: Arc<str>,
     pub seq: u64,
@@ -50,13 +50,13 @@ pub struct LastTap {
     pub at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Vote {
     key: TapKey,
     answer: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct TagVotes {
     first: Vote,
     last: Vote,
@@ -87,6 +87,26 @@ pub struct AnswerCount {
     pub id: String,
     pub label: String,
     pub count: u64,
+}
+
+/// The engine's state, for snapshots: everything but the labels, which come
+/// from the config.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TallyState {
+    polls: Vec<PollTallyState>,
+    identity: Vec<(TagUid, Arc<str>)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PollTallyState {
+    id: String,
+    rule: Rule,
+    answers: Vec<String>,
+    counts: Vec<u64>,
+    cutoff: Option<TapKey>,
+    per_tag: Vec<(TagUid, TagVotes)>,
+    last_key: Option<TapKey>,
+    last_tap: Option<LastTap>,
 }
 
 /// The incremental tally engine for all polls of a station.
@@ -125,6 +145,72 @@ impl Tallies {
             identity: HashMap::new(),
             members: HashMap::new(),
         }
+    }
+
+    /// The state to snapshot.
+    #[must_use]
+    pub fn to_state(&self) -> TallyState {
+        TallyState {
+            polls: self
+                .polls
+                .iter()
+                .map(|p| PollTallyState {
+                    id: p.def.id.clone(),
+                    rule: p.def.rule,
+                    answers: p.def.answers.iter().map(|a| a.id.clone()).collect(),
+                    counts: p.counts.clone(),
+                    cutoff: p.cutoff.clone(),
+                    per_tag: p
+                        .per_tag
+                        .iter()
+                        .map(|(t, v)| (t.clone(), v.clone()))
+                        .collect(),
+                    last_key: p.last_key.clone(),
+                    last_tap: p.last_tap.clone(),
+                })
+                .collect(),
+            identity: self
+                .identity
+                .iter()
+                .map(|(t, p)| (t.clone(), p.clone()))
+                .collect(),
+        }
+    }
+
+    /// Restore a snapshot taken with the same polls (ids, rules and answer
+    /// ids, in order); `None` if the config has changed since, in which case
+    /// the caller rebuilds from the log.
+    #[must_use]
+    pub fn from_state(defs: &[PollDef], state: TallyState) -> Option<Self> {
+        if defs.len() != state.polls.len() {
+            return None;
+        }
+        let mut t = Self::new(defs);
+        for (poll, s) in t.polls.iter_mut().zip(state.polls) {
+            let same = poll.def.id == s.id
+                && poll.def.rule == s.rule
+                && poll.def.answers.iter().map(|a| &a.id).eq(s.answers.iter())
+                && s.counts.len() == poll.def.answers.len()
+                && s.per_tag.iter().all(|(_, v)| {
+                    v.first.answer < s.counts.len() && v.last.answer < s.counts.len()
+                });
+            if !same {
+                return None;
+            }
+            poll.counts = s.counts;
+            poll.cutoff = s.cutoff;
+            poll.per_tag = s.per_tag.into_iter().collect();
+            poll.last_key = s.last_key;
+            poll.last_tap = s.last_tap;
+        }
+        for (tag, person) in state.identity {
+            t.members
+                .entry(person.clone())
+                .or_default()
+                .insert(tag.clone());
+            t.identity.insert(tag, person);
+        }
+        Some(t)
     }
 
     /// Rebuild from scratch: the reference the incremental engine must equal.
@@ -490,6 +576,16 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_of_other_polls_is_refused() {
+        let t = Tallies::new(&[def("p", Rule::OnePerPerson, 2)]);
+        let state = || serde_json::from_slice(&serde_json::to_vec(&t.to_state()).unwrap()).unwrap();
+        assert!(Tallies::from_state(&[def("p", Rule::OnePerPerson, 2)], state()).is_some());
+        assert!(Tallies::from_state(&[def("p", Rule::LastWins, 2)], state()).is_none());
+        assert!(Tallies::from_state(&[def("p", Rule::OnePerPerson, 3)], state()).is_none());
+        assert!(Tallies::from_state(&[def("q", Rule::OnePerPerson, 2)], state()).is_none());
+    }
+
+    #[test]
     fn unknown_poll_or_answer_is_not_counted() {
         let mut t = Tallies::new(&[def("p", Rule::Unlimited, 2)]);
         assert_eq!(t.apply(&tap("s", 1, 1, "q", 1, 0)), Applied::Unknown);
@@ -563,6 +659,19 @@ mod tests {
             let rebuilt = Tallies::rebuild(&defs, ids.clone(), resets.clone(), &taps);
             let rebuilt_shuffled = Tallies::rebuild(&defs, ids, resets, &shuffled);
             prop_assert_eq!(inc.views(), rebuilt.views());
+            // A snapshot restores the same engine: applying more taps to both
+            // keeps them equal.
+            let json = serde_json::to_vec(&inc.to_state()).unwrap();
+            let mut restored = Tallies::from_state(&defs, serde_json::from_slice(&json).unwrap()).unwrap();
+            let mut inc2 = inc.clone();
+            for (i, t) in taps.iter().take(5).enumerate() {
+                let mut t = t.clone();
+                t.station = "late".into();
+                t.seq = i as u64;
+                t.at += 3;
+                prop_assert_eq!(inc2.apply(&t), restored.apply(&t));
+            }
+            prop_assert_eq!(inc2.views(), restored.views());
             prop_assert_eq!(rebuilt.views(), rebuilt_shuffled.views());
         }
     }
