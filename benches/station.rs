@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use pollstation::config::Config;
-use pollstation::poll::{Tap, TagUid};
+use pollstation::poll::{TagUid, Tap};
 use pollstation::service;
 use pollstation::store::{Record, Store};
 use tokio_util::sync::CancellationToken;
@@ -73,7 +73,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// 1. Many concurrent inputs, each waiting for its tap to be durable.
+/// Throughput: many concurrent inputs, each waiting for its tap to be durable.
 async fn throughput(total: u32, concurrency: u32) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
@@ -110,8 +110,8 @@ async fn throughput(total: u32, concurrency: u32) {
     running.wait().await;
 }
 
-/// 2. POST at a steady rate; time each tap from just before its POST to the
-/// arrival of its SSE event.
+/// Latency: POST at a steady rate; time each tap from just before its POST
+/// to the arrival of its SSE event.
 async fn latency(rate: u32, seconds: u32) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
@@ -136,7 +136,10 @@ async fn latency(rate: u32, seconds: u32) {
                 if !block.starts_with("event: tap") {
                     continue;
                 }
-                let data = block.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+                let data = block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap();
                 let v: serde_json::Value = serde_json::from_str(data).unwrap();
                 arrived_sse
                     .lock()
@@ -192,7 +195,10 @@ async fn latency(rate: u32, seconds: u32) {
                 lat.push(*t1 - t0);
                 break;
             }
-            assert!(Instant::now() < deadline, "SSE event for seq {seq} never came");
+            assert!(
+                Instant::now() < deadline,
+                "SSE event for seq {seq} never came"
+            );
             tokio::task::yield_now().await;
         }
     }
@@ -267,9 +273,9 @@ async fn timed_start(cfg: &Config, client: &reqwest::Client, n: u64, people: u32
     running.wait().await;
 }
 
-/// 3. Start-up with `n` taps from `people` tags in the log: after a clean
-/// stop (snapshot covers everything), after a crash (the longest tail a
-/// snapshot interval allows), and with no snapshot at all (whole log).
+/// Start-up with `n` taps from `people` tags in the log: after a clean stop
+/// (snapshot covers everything), after a crash (the longest tail a snapshot
+/// interval allows), and with no snapshot at all (whole log).
 async fn startup(n: u64, people: u32) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
@@ -279,15 +285,31 @@ async fn startup(n: u64, people: u32) {
     let build = Instant::now();
     fill_log(&db, 1, n - tail, people).await;
     // A first start replays everything and its clean stop leaves a snapshot.
-    timed_start(&cfg, &client, n - tail, people, "no snapshot yet (whole log)").await;
+    timed_start(
+        &cfg,
+        &client,
+        n - tail,
+        people,
+        "no snapshot yet (whole log)",
+    )
+    .await;
     // Taps after that snapshot, as a crash just before the next one would leave.
     fill_log(&db, n - tail + 1, tail, people).await;
     println!(
         "startup: built a log of {n} taps ({people} tags) in {:.1} s, {} MB",
         build.elapsed().as_secs_f64(),
-        std::fs::metadata(&db).map(|m| m.len() / 1_000_000).unwrap_or(0)
+        std::fs::metadata(&db)
+            .map(|m| m.len() / 1_000_000)
+            .unwrap_or(0)
     );
-    timed_start(&cfg, &client, n, people, &format!("after a crash ({tail} taps after the snapshot)")).await;
+    timed_start(
+        &cfg,
+        &client,
+        n,
+        people,
+        &format!("after a crash ({tail} taps after the snapshot)"),
+    )
+    .await;
     for _ in 0..2 {
         timed_start(&cfg, &client, n, people, "after a clean stop").await;
     }

@@ -54,6 +54,38 @@ pub enum Protocol {
     Auto,
 }
 
+impl Protocol {
+    /// The serial speed the protocol's devices use out of the box.
+    #[must_use]
+    pub fn default_baud(self) -> u32 {
+        match self {
+            Protocol::Pn532 => 115_200,
+            Protocol::Sm130 => 19_200,
+            Protocol::Id12 | Protocol::Rdm6300 | Protocol::Text | Protocol::Auto => 9_600,
+        }
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "pn532" => Protocol::Pn532,
+            "sm130" => Protocol::Sm130,
+            "id12" => Protocol::Id12,
+            "rdm6300" => Protocol::Rdm6300,
+            "text" => Protocol::Text,
+            "auto" => Protocol::Auto,
+            other => {
+                return Err(format!(
+                    "{other:?} is not one of pn532, sm130, id12, rdm6300, text, auto"
+                ));
+            }
+        })
+    }
+}
+
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -94,6 +126,16 @@ pub struct ReaderConfig {
     pub baud: Option<u32>,
     pub binding: Binding,
     pub uid_order: UidOrder,
+    /// A tag not seen for this long has left the reader.
+    pub absence: Duration,
+    /// How often polled readers (PN532, SM130) ask for a tag.
+    pub poll_interval: Duration,
+    /// Line sent to a `text` reader after a counted tap (None: send nothing).
+    pub feedback_counted: Option<String>,
+    /// Line sent to a `text` reader after a tap that did not count.
+    pub feedback_refused: Option<String>,
+    /// How long SM130 outputs are pulsed (output 1 counted, output 2 not).
+    pub pulse: Duration,
 }
 
 /// One problem in a config file, with where it is.
@@ -228,6 +270,32 @@ struct RawReader {
     slot: Option<Spanned<String>>,
     #[serde(default)]
     uid_order: UidOrder,
+    #[serde(default = "default_absence_ms")]
+    absence_ms: u64,
+    #[serde(default = "default_poll_interval_ms")]
+    poll_interval_ms: Spanned<u64>,
+    #[serde(default = "default_feedback_counted")]
+    feedback_counted: String,
+    #[serde(default = "default_feedback_refused")]
+    feedback_refused: String,
+    #[serde(default = "default_pulse_ms")]
+    pulse_ms: u64,
+}
+
+fn default_absence_ms() -> u64 {
+    300
+}
+fn default_poll_interval_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 100)
+}
+fn default_feedback_counted() -> String {
+    "OK".into()
+}
+fn default_feedback_refused() -> String {
+    "NO".into()
+}
+fn default_pulse_ms() -> u64 {
+    400
 }
 
 // ---- loading and validation ---------------------------------------------
@@ -502,6 +570,13 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
                 None
             }
         };
+        if !(10..=5000).contains(r.poll_interval_ms.get_ref()) {
+            problem(
+                r.poll_interval_ms.span(),
+                format!("reader {id:?}: poll_interval_ms must be between 10 and 5000"),
+            );
+        }
+        let line = |s: &str| (!s.is_empty()).then(|| s.to_string());
         if let Some(binding) = binding {
             readers.push(ReaderConfig {
                 id: id.clone(),
@@ -510,6 +585,11 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
                 baud: r.baud.as_ref().map(|b| *b.get_ref()),
                 binding,
                 uid_order: r.uid_order,
+                absence: Duration::from_millis(r.absence_ms),
+                poll_interval: Duration::from_millis(*r.poll_interval_ms.get_ref()),
+                feedback_counted: line(&r.feedback_counted),
+                feedback_refused: line(&r.feedback_refused),
+                pulse: Duration::from_millis(r.pulse_ms),
             });
         }
     }

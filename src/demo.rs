@@ -1,4 +1,5 @@
-//! `pollstation demo`: a built-in config and simulated visitors, so the whole
+//! `pollstation demo`: a built-in config, simulated readers speaking the real
+//! protocols over pseudo-terminals, and simulated visitors, so the whole
 //! station runs with no hardware.
 
 use std::path::Path;
@@ -7,9 +8,8 @@ use std::time::Duration;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::poll::TagUid;
-use crate::station::StationHandle;
+use crate::config::{Config, Protocol};
+use crate::sim::SimReader;
 
 /// The demo's config; `data_dir` and `listen` are filled in by the caller.
 pub const DEMO_CONFIG: &str = r#"
@@ -109,39 +109,60 @@ pub fn config(data_dir: &Path, listen: &str) -> anyhow::Result<Config> {
     })
 }
 
-/// The demo's visitors: a crowd of tags that wander to a reader every now
-/// and then, at a human pace.
+/// The demo's visitors: a crowd of 4-byte Mifare tags and 5-byte EM4100
+/// cards (the 125 kHz readers only see the latter).
 #[must_use]
-pub fn visitor_tags(n: u32) -> Vec<TagUid> {
+pub fn visitor_uids(n: u32, em4100: bool) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
             let b = (0x4000_0000u32 + i * 7919).to_be_bytes();
-            TagUid::from_bytes(&b).expect("4-byte UIDs not starting with 08 are valid")
+            if em4100 {
+                let mut v = vec![0x1A];
+                v.extend_from_slice(&b);
+                v
+            } else {
+                b.to_vec()
+            }
         })
         .collect()
 }
 
-/// Simulated visitors tapping through the Station's input channel.
-pub async fn visitors(station: StationHandle, readers: Vec<String>, shutdown: CancellationToken) {
-    let tags = visitor_tags(40);
+/// One simulated reader per configured reader, each on a pseudo-terminal
+/// linked at the reader's device path.
+pub fn simulated_readers(config: &Config) -> std::io::Result<Vec<(SimReader, Protocol)>> {
+    config
+        .readers
+        .iter()
+        .map(|r| Ok((SimReader::spawn(r.protocol, Some(&r.device))?, r.protocol)))
+        .collect()
+}
+
+/// Simulated visitors: now and then someone holds their tag on a reader
+/// for about half a second. The taps travel the real path: serial bytes,
+/// codec, presence, Station, store, web.
+pub async fn visitors(readers: Vec<(SimReader, Protocol)>, shutdown: CancellationToken) {
+    let mifare = visitor_uids(40, false);
+    let em = visitor_uids(40, true);
     loop {
-        let (pause, tag, reader) = {
+        let (pause, hold, reader, uid) = {
             let mut rng = rand::rng();
+            let (reader, protocol) = &readers[rng.random_range(0..readers.len())];
+            let crowd = if matches!(protocol, Protocol::Id12 | Protocol::Rdm6300) {
+                &em
+            } else {
+                &mifare
+            };
             (
                 Duration::from_millis(rng.random_range(400..2400)),
-                tags[rng.random_range(0..tags.len())].clone(),
-                readers[rng.random_range(0..readers.len())].clone(),
+                Duration::from_millis(rng.random_range(300..900)),
+                reader.clone(),
+                crowd[rng.random_range(0..crowd.len())].clone(),
             )
         };
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
         }
-        match station.tap(&reader, tag).await {
-            Ok(o) => {
-                tracing::debug!(reader = %reader, seq = o.tap.seq, counted = o.counted, "demo tap")
-            }
-            Err(e) => tracing::debug!(reader = %reader, error = %e, "demo tap refused"),
-        }
+        reader.hold(&uid, hold).await;
     }
 }

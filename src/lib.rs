@@ -13,14 +13,18 @@
 //! - [`station`]: the one task that owns the state, batches commits, and
 //!   announces changes (`watch` for state, `broadcast` for events);
 //! - outside systems, each a client of the Station:
+//!   - [`reader`]: serial RFID readers (one task each; codecs per protocol);
 //!   - [`web`]: HTTP API, SSE, results page (axum);
+//! - [`sim`]: simulated readers on pseudo-terminals (demo, tests, `pollstation sim`);
 //! - [`service`]: wires the parts together and shuts them down in order;
 //! - [`demo`]: the built-in demo config and simulated visitors.
 
 pub mod config;
 pub mod demo;
 pub mod poll;
+pub mod reader;
 pub mod service;
+pub mod sim;
 pub mod station;
 pub mod store;
 pub mod tally;

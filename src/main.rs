@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pollstation::config::Config;
+use pollstation::config::{Config, Protocol};
+use pollstation::sim::SimReader;
 use pollstation::{demo, service};
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +39,25 @@ enum Command {
         /// HTTP listen address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+    },
+    /// Play a reader on a pseudo-terminal, with visitors tapping tags; prints
+    /// the device path to put in a config.
+    Sim {
+        /// pn532 | sm130 | id12 | rdm6300 | text
+        #[arg(long)]
+        protocol: Protocol,
+        /// Also make this symlink to the pty (e.g. ./dev/post-1).
+        #[arg(long)]
+        link: Option<PathBuf>,
+        /// Tags (hex UIDs) the visitors carry; default: 20 made-up ones.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        /// Mean milliseconds between two visitors.
+        #[arg(long, default_value_t = 1500)]
+        pace_ms: u64,
+        /// How many taps to play before exiting (0: until Ctrl-C).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
     },
 }
 
@@ -74,6 +94,16 @@ fn main() -> ExitCode {
             };
             exit(run(config, false))
         }
+        Command::Sim {
+            protocol,
+            link,
+            tags,
+            pace_ms,
+            count,
+        } => {
+            init_logging();
+            exit(sim(protocol, link, &tags, pace_ms, count))
+        }
         Command::Demo { data_dir, listen } => {
             init_logging();
             let config = match std::fs::create_dir_all(&data_dir)
@@ -102,23 +132,91 @@ fn exit(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+fn sim(
+    protocol: Protocol,
+    link: Option<PathBuf>,
+    tags: &[String],
+    pace_ms: u64,
+    count: u64,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use rand::Rng;
+    anyhow::ensure!(
+        protocol != Protocol::Auto,
+        "simulate a concrete protocol, not auto"
+    );
+    let uids: Vec<Vec<u8>> = if tags.is_empty() {
+        demo::visitor_uids(20, matches!(protocol, Protocol::Id12 | Protocol::Rdm6300))
+    } else {
+        tags.iter()
+            .map(|t| {
+                let t = t
+                    .trim()
+                    .trim_start_matches("urn:rfid:")
+                    .replace([':', ' ', '-'], "");
+                hex::decode(&t).with_context(|| format!("tag {t:?} is not hex"))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let reader = SimReader::spawn(protocol, link.as_deref()).context("cannot create a pty")?;
+        println!("{}", reader.path.display());
+        eprintln!(
+            "simulating a {protocol} reader on {}; Ctrl-C to stop",
+            reader.path.display()
+        );
+        let mut played = 0u64;
+        loop {
+            let (pause, uid) = {
+                let mut rng = rand::rng();
+                (
+                    std::time::Duration::from_millis(
+                        rng.random_range(pace_ms / 2..=pace_ms * 3 / 2),
+                    ),
+                    uids[rng.random_range(0..uids.len())].clone(),
+                )
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                () = tokio::time::sleep(pause) => {}
+            }
+            tracing::info!(tag = %hex::encode_upper(&uid), "visitor taps");
+            reader
+                .hold(&uid, std::time::Duration::from_millis(500))
+                .await;
+            played += 1;
+            if count > 0 && played >= count {
+                // Let the last tag be read before the pty goes away.
+                tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+                break;
+            }
+        }
+        if let Some(l) = link {
+            let _ = std::fs::remove_file(l);
+        }
+        Ok(())
+    })
+}
+
 fn run(config: Config, demo_visitors: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         service::cancel_on_signals(shutdown.clone())?;
+        // The demo's readers exist before the station opens them.
+        let sims = if demo_visitors {
+            demo::simulated_readers(&config)?
+        } else {
+            Vec::new()
+        };
         let running = service::start(&config, shutdown.clone()).await?;
         if demo_visitors {
             println!(
                 "\n  pollstation demo: results on http://{}/  (admin token: {})\n",
                 running.http_addr, running.admin_token
             );
-            let readers = config.readers.iter().map(|r| r.id.clone()).collect();
-            tokio::spawn(demo::visitors(
-                running.station.clone(),
-                readers,
-                shutdown.clone(),
-            ));
+            tokio::spawn(demo::visitors(sims, shutdown.clone()));
         }
         running.wait().await;
         Ok(())

@@ -61,12 +61,18 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
+    let mut tasks = vec![http];
+    tasks.extend(crate::reader::spawn_all(
+        &config.readers,
+        &station.sender(),
+        &shutdown,
+    ));
     tracing::info!(station = %config.station.id, "listening on http://{http_addr}");
     Ok(Running {
         station,
         http_addr,
         admin_token,
-        tasks: vec![http],
+        tasks,
         station_task,
     })
 }

@@ -530,7 +530,9 @@ impl Station {
 
     /// Whether enough has happened since the last snapshot to take another.
     fn snapshot_due(&self) -> bool {
-        let since = self.snapshot_taps.map_or(u64::MAX, |s| self.taps_logged - s);
+        let since = self
+            .snapshot_taps
+            .map_or(u64::MAX, |s| self.taps_logged - s);
         since >= SNAPSHOT_EVERY
     }
 
@@ -553,7 +555,12 @@ impl Station {
         match self.store.append(vec![record]).await {
             Ok(_) => {
                 self.snapshot_taps = Some(self.taps_logged);
-                tracing::debug!(taps = self.taps_logged, bytes, elapsed_ms = started.elapsed().as_millis(), "snapshot saved");
+                tracing::debug!(
+                    taps = self.taps_logged,
+                    bytes,
+                    elapsed_ms = started.elapsed().as_millis(),
+                    "snapshot saved"
+                );
             }
             // Only a cache: the next start replays more of the log.
             Err(e) => tracing::warn!(error = %e, "snapshot not saved"),

@@ -128,7 +128,11 @@ pub enum Record {
     Tap(Tap),
     Action(Action),
     /// The Station's tally state, covering every tap committed so far.
-    Snapshot { data: Vec<u8>, at: i64, taps: u64 },
+    Snapshot {
+        data: Vec<u8>,
+        at: i64,
+        taps: u64,
+    },
 }
 
 /// How one commit went, for metrics.
@@ -246,7 +250,9 @@ impl Store {
                 rec.taps = usize::try_from(count).unwrap_or(0);
                 rec.from_snapshot = true;
             } else {
-                tracing::info!("snapshot does not fit the configured polls; replaying the whole log");
+                tracing::info!(
+                    "snapshot does not fit the configured polls; replaying the whole log"
+                );
             }
         }
         {
@@ -549,11 +555,16 @@ mod tests {
         drop(store);
         let mut seen = Vec::new();
         let mut actions = Vec::new();
-        let (_store, rec) = Store::open(&db, "s", |_| false, |r| match r {
-            Record::Tap(t) => seen.push(t),
-            Record::Action(a) => actions.push(a),
-            Record::Snapshot { .. } => unreachable!("snapshots are not replayed"),
-        })
+        let (_store, rec) = Store::open(
+            &db,
+            "s",
+            |_| false,
+            |r| match r {
+                Record::Tap(t) => seen.push(t),
+                Record::Action(a) => actions.push(a),
+                Record::Snapshot { .. } => unreachable!("snapshots are not replayed"),
+            },
+        )
         .unwrap();
         assert_eq!(rec.next_seq, 4);
         assert_eq!(rec.last_at, 1003);

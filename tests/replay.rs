@@ -60,7 +60,13 @@ answer = "b"
     Config::parse(&text, dir).unwrap()
 }
 
-async fn start(cfg: &Config) -> (station::StationHandle, tokio::task::JoinHandle<()>, CancellationToken) {
+async fn start(
+    cfg: &Config,
+) -> (
+    station::StationHandle,
+    tokio::task::JoinHandle<()>,
+    CancellationToken,
+) {
     let token = CancellationToken::new();
     let (h, task) = station::start(cfg, token.clone()).unwrap();
     (h, task, token)
@@ -86,7 +92,10 @@ async fn snapshot_plus_tail_equals_full_replay() {
     // From the snapshot.
     let (h, task, token) = start(&cfg).await;
     let startup = h.snapshot().store.startup;
-    assert!(startup.from_snapshot && startup.replayed_taps == 0, "{startup:?}");
+    assert!(
+        startup.from_snapshot && startup.replayed_taps == 0,
+        "{startup:?}"
+    );
     assert_eq!(h.snapshot().tallies, before);
     // More taps after the snapshot (the tail).
     for i in 0..50u32 {
@@ -106,7 +115,10 @@ async fn snapshot_plus_tail_equals_full_replay() {
         .unwrap();
     let (h, task, token) = start(&cfg).await;
     let startup = h.snapshot().store.startup;
-    assert!(!startup.from_snapshot && startup.replayed_taps == 350, "{startup:?}");
+    assert!(
+        !startup.from_snapshot && startup.replayed_taps == 350,
+        "{startup:?}"
+    );
     assert_eq!(h.snapshot().tallies, after);
     let o = h
         .tap("one-a", TagUid::parse("7E6FD7A0").unwrap())
@@ -121,7 +133,10 @@ async fn snapshot_plus_tail_equals_full_replay() {
     changed.polls[0].rule = pollstation::poll::Rule::Unlimited;
     let (h, task, token) = start(&changed).await;
     let one = h.snapshot().tally("one").unwrap().clone();
-    assert!(one.total > after[0].total, "unlimited counts every tap since the reset");
+    assert!(
+        one.total > after[0].total,
+        "unlimited counts every tap since the reset"
+    );
     token.cancel();
     task.await.unwrap();
 }
