@@ -843,7 +843,12 @@ impl Station {
             return;
         };
         let state = &mut self.readers[i];
-        let status_changed = state.status != r.status || state.last_error != r.error;
+        // Reader tasks report at most once a second each, so every report
+        // may be announced.
+        let changed = state.status != r.status
+            || state.last_error != r.error
+            || state.frames_ok != r.frames_ok
+            || state.frames_bad != r.frames_bad;
         state.status = r.status;
         state.last_error = r.error;
         state.frames_ok = r.frames_ok;
@@ -851,7 +856,7 @@ impl Station {
         if let Some(p) = r.protocol {
             state.protocol = p;
         }
-        if status_changed {
+        if changed {
             let _ = self.events.send(Event::Reader(state.clone()));
         }
     }

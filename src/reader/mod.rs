@@ -38,6 +38,8 @@ pub use presence::Presence;
 
 /// Longest wait between two attempts to open a missing device.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Frame counters are reported at most this often.
+const COUNTER_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a reader stopped working (it will be retried).
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,8 @@ struct Ctx {
     status: Option<(ReaderStatus, Option<String>)>,
     protocol: Protocol,
     last_counters: Instant,
+    /// (frames_ok, frames_bad) as last reported.
+    reported: (u64, u64),
 }
 
 impl Ctx {
@@ -113,6 +117,7 @@ impl Ctx {
             return;
         };
         self.last_counters = Instant::now();
+        self.reported = (self.frames_ok, self.frames_bad);
         let _ = self
             .station
             .send(Command::Reader(ReaderReport {
@@ -126,9 +131,10 @@ impl Ctx {
             .await;
     }
 
-    /// Counters go to the Station at most once a second.
+    /// Changed counters go to the Station, at most once a second.
     async fn maybe_send_counters(&mut self) {
-        if self.last_counters.elapsed() >= Duration::from_secs(1) {
+        let changed = self.reported != (self.frames_ok, self.frames_bad);
+        if changed && self.last_counters.elapsed() >= COUNTER_EVERY {
             self.send_report().await;
         }
     }
@@ -147,6 +153,7 @@ impl Ctx {
         if !self.presence.seen(&raw, Instant::now()) {
             return;
         }
+        tracing::debug!(reader = %self.cfg.id, uid = %hex::encode_upper(&raw), "tag arrived");
         let tag = match TagUid::from_bytes(&raw) {
             Ok(t) => t,
             Err(e @ TagError::RandomId(_)) => {
@@ -213,6 +220,7 @@ pub async fn run(cfg: ReaderConfig, station: mpsc::Sender<Command>, shutdown: Ca
         frames_bad: 0,
         status: None,
         last_counters: Instant::now(),
+        reported: (0, 0),
     };
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -294,8 +302,10 @@ async fn push_em4100(
 ) -> Result<(), ReaderError> {
     ctx.report(ReaderStatus::Connected, None).await;
     let mut frames = FramedRead::new(rd, em4100::Em4100Codec);
+    let mut tick = tokio::time::interval(COUNTER_EVERY);
     loop {
         tokio::select! {
+            _ = tick.tick() => {}
             () = shutdown.cancelled() => return Ok(()),
             item = frames.next() => match item {
                 None => return Err(ReaderError::Closed),
@@ -319,8 +329,10 @@ async fn push_text(
 ) -> Result<(), ReaderError> {
     ctx.report(ReaderStatus::Connected, None).await;
     let mut lines = FramedRead::new(rd, text::TextCodec::default());
+    let mut tick = tokio::time::interval(COUNTER_EVERY);
     loop {
         tokio::select! {
+            _ = tick.tick() => {}
             () = shutdown.cancelled() => return Ok(()),
             item = lines.next() => match item {
                 None => return Err(ReaderError::Closed),

@@ -160,6 +160,7 @@ pub(super) async fn pn532(
                 if misses >= MAX_MISSES {
                     return Err(ReaderError::Silent("stopped answering InListPassiveTarget"));
                 }
+                continue; // the timeout was the pause: poll again at once
             }
             Some(data) => {
                 misses = 0;
@@ -245,6 +246,7 @@ pub(super) async fn sm130(
                 if misses >= MAX_MISSES {
                     return Err(ReaderError::Silent("stopped answering Select Tag"));
                 }
+                continue; // the timeout was the pause: poll again at once
             }
             Some(data) => {
                 misses = 0;

@@ -287,9 +287,12 @@ pub fn wait_exit(mut child: Child) -> std::process::ExitStatus {
     }
 }
 
-/// A parsed Server-Sent Events stream.
+/// A parsed Server-Sent Events stream. Events skipped by one wait are kept
+/// for the next (`next_named` and `until` look there first), so waiting for
+/// one event never loses another.
 pub struct Sse {
     rx: tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+    backlog: std::collections::VecDeque<(String, Value)>,
 }
 
 impl Sse {
@@ -328,17 +331,30 @@ impl Sse {
                 }
             }
         });
-        Sse { rx }
+        Sse {
+            rx,
+            backlog: std::collections::VecDeque::new(),
+        }
     }
 
-    /// The next event named `name` (others are skipped), or panic after WAIT.
+    /// The next event named `name` (from the backlog first), or panic after WAIT.
     pub async fn next_named(&mut self, name: &str) -> Value {
+        self.until(name, |_| true).await
+    }
+
+    /// The first event named `name` that satisfies `pred`: from the backlog,
+    /// else as it arrives. Others are kept in the backlog.
+    pub async fn until(&mut self, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.backlog.iter().position(|(n, v)| n == name && pred(v)) {
+            return self.backlog.remove(i).expect("index found above").1;
+        }
         let fut = async {
             loop {
                 let (n, v) = self.rx.recv().await.expect("event stream ended");
-                if n == name {
+                if n == name && pred(&v) {
                     return v;
                 }
+                self.backlog.push_back((n, v));
             }
         };
         tokio::time::timeout(WAIT, fut)
@@ -346,13 +362,33 @@ impl Sse {
             .unwrap_or_else(|_| panic!("no {name:?} event within {WAIT:?}"))
     }
 
-    /// Every event until one named `name` satisfies `pred`.
-    pub async fn until(&mut self, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let v = self.next_named(name).await;
-            if pred(&v) {
-                return v;
+    /// New events until one (of any name) satisfies `pred`; the backlog is
+    /// not searched (it may hold stale states), but others are kept in it.
+    pub async fn until_any(&mut self, pred: impl Fn(&str, &Value) -> bool) -> Value {
+        let fut = async {
+            loop {
+                let (n, v) = self.rx.recv().await.expect("event stream ended");
+                if pred(&n, &v) {
+                    return v;
+                }
+                self.backlog.push_back((n, v));
             }
-        }
+        };
+        tokio::time::timeout(WAIT, fut)
+            .await
+            .unwrap_or_else(|_| panic!("no matching event within {WAIT:?}"))
+    }
+
+    /// Until reader `id` has `status`: a new `reader` event, or the reader's
+    /// entry in a new `status` snapshot.
+    pub async fn reader_status(&mut self, id: &str, status: &str) -> Value {
+        self.until_any(|name, v| match name {
+            "reader" => v["id"] == id && v["status"] == status,
+            "status" => v["readers"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().any(|r| r["id"] == id && r["status"] == status)),
+            _ => false,
+        })
+        .await
     }
 }
