@@ -34,9 +34,10 @@ async fn taps_come_out_as_events_and_in_the_tally_under_each_rule() {
         (Some("first-a"), v["seq"].as_u64(), Some(true))
     );
     assert!(ev.get("tag").is_none(), "public events carry no tag: {ev}");
-    let t = sse.next_named("tally").await;
-    assert_eq!(t["poll"], "first");
-    assert_eq!(t["total"], 1);
+    let t = sse
+        .until("tally", |t| t["poll"] == "first" && t["total"] == 1)
+        .await;
+    assert_eq!(t["answers"][0]["count"], 1);
 
     let (s, v) = st.tap("first-b", &tag(1)).await;
     assert_eq!((s, v["counted"].as_bool()), (201, Some(false)), "{v}");
