@@ -22,3 +22,4 @@ build:
 
 bench:
 	$(CARGO) bench --bench station
+	$(CARGO) bench --bench readers

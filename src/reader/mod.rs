@@ -17,6 +17,8 @@ mod polled;
 pub mod presence;
 pub mod sm130;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod testutil;
 pub mod text;
 

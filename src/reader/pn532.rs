@@ -111,8 +111,9 @@ impl Decoder for Pn532Codec {
         let dcs = buf[4 + len];
         let sum = body.iter().fold(dcs, |a, &b| a.wrapping_add(b));
         if sum != 0 {
-            // LEN was confirmed by LCS, so the whole frame can go.
-            buf.advance(total);
+            // Skip only the start code: LEN/LCS may have been junk that
+            // happened to agree, and a good frame may begin inside.
+            buf.advance(2);
             return Ok(Some(Frame::Corrupt {
                 skipped: total,
                 reason: "bad data checksum",
