@@ -22,7 +22,12 @@ use pollstation::sim::SimReader;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
-fn throughput<D: Decoder<Error = std::io::Error>>(name: &str, stream: &[u8], frames: usize, mut codec: D) {
+fn throughput<D: Decoder<Error = std::io::Error>>(
+    name: &str,
+    stream: &[u8],
+    frames: usize,
+    mut codec: D,
+) {
     let rounds = 20;
     let start = Instant::now();
     let mut items = 0usize;
@@ -77,7 +82,13 @@ fn decoders(n: usize) {
     let mut s = Vec::new();
     for i in 0..n as u32 {
         let b = i.to_be_bytes();
-        s.extend_from_slice(format!("Card UID: {:02X} {:02X} {:02X} {:02X}\r\n", b[0], b[1], b[2], b[3]).as_bytes());
+        s.extend_from_slice(
+            format!(
+                "Card UID: {:02X} {:02X} {:02X} {:02X}\r\n",
+                b[0], b[1], b[2], b[3]
+            )
+            .as_bytes(),
+        );
         if i % 10 == 0 {
             s.extend_from_slice(b"junk line\r\n");
         }
@@ -109,7 +120,9 @@ async fn pty_latency(readers: usize, rate: u32, seconds: u32) {
     // Wait until every reader is connected.
     let mut state = running.station.watch();
     let all_up = |s: &pollstation::station::Snapshot| {
-        s.readers.iter().all(|r| r.status == pollstation::station::ReaderStatus::Connected)
+        s.readers
+            .iter()
+            .all(|r| r.status == pollstation::station::ReaderStatus::Connected)
     };
     tokio::time::timeout(Duration::from_secs(10), state.wait_for(|s| all_up(s)))
         .await
@@ -131,9 +144,16 @@ async fn pty_latency(readers: usize, rate: u32, seconds: u32) {
                 if !block.starts_with("event: tap") {
                     continue;
                 }
-                let data = block.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+                let data = block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap();
                 let v: serde_json::Value = serde_json::from_str(data).unwrap();
-                arr.lock().unwrap().entry(v["reader"].as_str().unwrap().to_string()).or_default().push(now);
+                arr.lock()
+                    .unwrap()
+                    .entry(v["reader"].as_str().unwrap().to_string())
+                    .or_default()
+                    .push(now);
             }
         }
     });
@@ -147,8 +167,18 @@ async fn pty_latency(readers: usize, rate: u32, seconds: u32) {
         let r = (i as usize) % readers;
         let uid = (0x2000_0000u32 + i).to_be_bytes();
         // The sim writes the line as soon as it gets this message.
-        sent.entry(format!("r{r}")).or_default().push(Instant::now());
-        sims[r].raw(format!("Card UID: {:02X} {:02X} {:02X} {:02X}\r\n", uid[0], uid[1], uid[2], uid[3]).as_bytes()).await;
+        sent.entry(format!("r{r}"))
+            .or_default()
+            .push(Instant::now());
+        sims[r]
+            .raw(
+                format!(
+                    "Card UID: {:02X} {:02X} {:02X} {:02X}\r\n",
+                    uid[0], uid[1], uid[2], uid[3]
+                )
+                .as_bytes(),
+            )
+            .await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -159,11 +189,13 @@ async fn pty_latency(readers: usize, rate: u32, seconds: u32) {
         assert!(Instant::now() < deadline, "only {got} of {n} taps arrived");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let arrivals = arrivals.lock().unwrap();
     let mut lat: Vec<Duration> = Vec::new();
-    for (reader, times) in &sent {
-        for (t0, t1) in times.iter().zip(&arrivals[reader]) {
-            lat.push(*t1 - *t0);
+    {
+        let arrivals = arrivals.lock().unwrap();
+        for (reader, times) in &sent {
+            for (t0, t1) in times.iter().zip(&arrivals[reader]) {
+                lat.push(*t1 - *t0);
+            }
         }
     }
     lat.sort();

@@ -16,11 +16,13 @@
 //!   - [`reader`]: serial RFID readers (one task each; codecs per protocol);
 //!   - [`web`]: HTTP API, SSE, results page (axum);
 //! - [`sim`]: simulated readers on pseudo-terminals (demo, tests, `pollstation sim`);
+//! - [`metrics`]: Prometheus metrics;
 //! - [`service`]: wires the parts together and shuts them down in order;
 //! - [`demo`]: the built-in demo config and simulated visitors.
 
 pub mod config;
 pub mod demo;
+pub mod metrics;
 pub mod poll;
 pub mod reader;
 pub mod service;

@@ -23,12 +23,14 @@ pub struct Running {
 /// Start everything the config asks for. Returns once the store is open and
 /// the HTTP listener is bound.
 pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let (station, station_task) = station::start(config, shutdown.clone()).with_context(|| {
-        format!(
-            "cannot open the log in {}",
-            config.station.data_dir.display()
-        )
-    })?;
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let (station, station_task) =
+        station::start(config, shutdown.clone(), metrics).with_context(|| {
+            format!(
+                "cannot open the log in {}",
+                config.station.data_dir.display()
+            )
+        })?;
     let admin_token = web::admin_token(
         &config.station.data_dir,
         config.http.admin_token_file.as_deref(),

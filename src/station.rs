@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Binding, Config, Protocol};
+use crate::metrics::{Metrics, TapLabels};
 use crate::poll::{PollDef, TagUid, Tap, TapKey};
 use crate::store::{Action, ActionKind, CommitStats, Record, Store, StoreError};
 use crate::tally::{Applied, Tallies, TallyView};
@@ -209,9 +210,16 @@ pub struct StationHandle {
     /// Station → subscribers (web SSE, screen, publishers): each change.
     events: broadcast::Sender<Event>,
     store: Store,
+    metrics: Arc<Metrics>,
 }
 
 impl StationHandle {
+    /// The station's metrics (for `/metrics`).
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Send a tap and wait until it is durable (or refused).
     pub async fn tap(&self, reader: &str, tag: TagUid) -> Result<TapOutcome, TapError> {
         let (reply, rx) = oneshot::channel();
@@ -293,6 +301,7 @@ struct Station {
     started_at: i64,
     state_tx: watch::Sender<Arc<Snapshot>>,
     events: broadcast::Sender<Event>,
+    metrics: Arc<Metrics>,
 }
 
 type TapReply = oneshot::Sender<Result<TapOutcome, TapError>>;
@@ -309,6 +318,7 @@ enum Waiter {
 pub fn start(
     config: &Config,
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 ) -> Result<(StationHandle, tokio::task::JoinHandle<()>), StoreError> {
     std::fs::create_dir_all(&config.station.data_dir).map_err(|e| {
         StoreError::Io(format!(
@@ -452,6 +462,7 @@ pub fn start(
         started_at: now_ms(),
         state_tx,
         events: events.clone(),
+        metrics: metrics.clone(),
     };
     station.publish_snapshot();
 
@@ -461,6 +472,7 @@ pub fn start(
         state: state_rx,
         events,
         store,
+        metrics,
     };
     let task = tokio::spawn(station.run(rx, shutdown));
     Ok((handle, task))
@@ -715,6 +727,13 @@ impl Station {
                     if let Some(&i) = self.reader_index.get(&*tap.reader) {
                         self.readers[i].taps += 1;
                     }
+                    self.metrics
+                        .taps
+                        .get_or_create(&TapLabels {
+                            reader: tap.reader.to_string(),
+                            counted: c.to_string(),
+                        })
+                        .inc();
                     self.recent
                         .insert((tap.reader.clone(), tap.tag.clone()), (tap.clone(), c, now));
                     let _ = self.events.send(Event::Tap(TapEvent {
@@ -760,6 +779,10 @@ impl Station {
     }
 
     fn store_ok(&mut self, stats: CommitStats) {
+        self.metrics
+            .commit_seconds
+            .observe(stats.duration.as_secs_f64());
+        self.metrics.batch_size.observe(stats.records as f64);
         let was_failing = !self.store_health.writable;
         self.store_health.writable = true;
         self.store_health.error = None;

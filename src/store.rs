@@ -356,6 +356,25 @@ impl Store {
         rx
     }
 
+    /// The last `n` taps, oldest first (read on a blocking thread).
+    pub async fn tail(&self, n: usize) -> Result<Vec<Tap>, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            let mut stmt = conn.prepare(&format!("{SELECT_TAPS} ORDER BY rowid DESC LIMIT ?1"))?;
+            let mut rows = stmt.query([i64::try_from(n).unwrap_or(i64::MAX)])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(read_tap(row, |s| Arc::from(s), |s| Arc::from(s))?);
+            }
+            out.reverse();
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("tail task failed: {e}")))?
+    }
+
     /// Size of the log in bytes (database plus WAL).
     #[must_use]
     pub fn size_bytes(&self) -> u64 {

@@ -49,8 +49,10 @@ pub struct AppState {
 pub fn app(state: AppState, request_timeout: Duration) -> Router {
     let api = Router::new()
         .route("/", get(index))
+        .route("/operator", get(operator))
         .route("/assets/{name}", get(asset))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/station", get(station_info))
         .route("/api/v1/polls", get(polls))
         .route("/api/v1/polls/{poll}/tally", get(tally))
@@ -240,8 +242,19 @@ async fn index() -> Response {
     )
 }
 
+async fn operator() -> Response {
+    page(
+        "text/html; charset=utf-8",
+        include_str!("../ui/web/operator.html"),
+    )
+}
+
 async fn asset(UrlPath(name): UrlPath<String>) -> Response {
     match name.as_str() {
+        "operator.js" => page(
+            "text/javascript; charset=utf-8",
+            include_str!("../ui/web/operator.js"),
+        ),
         "app.js" => page(
             "text/javascript; charset=utf-8",
             include_str!("../ui/web/app.js"),
@@ -252,6 +265,18 @@ async fn asset(UrlPath(name): UrlPath<String>) -> Response {
         ),
         _ => not_found().await.into_response(),
     }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let body = s.station.metrics().render(&s.station.snapshot());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
@@ -327,7 +352,17 @@ async fn events(
     let first = resync_events(&s.station.snapshot());
     let station = s.station.clone();
     let shutdown = s.shutdown.clone();
+    let clients = s.station.clone();
     let stream = channel_stream(64, move |tx| async move {
+        // Counted while this task runs: it ends when the client goes away.
+        struct Open(StationHandle);
+        impl Drop for Open {
+            fn drop(&mut self) {
+                self.0.metrics().sse_clients.dec();
+            }
+        }
+        clients.metrics().sse_clients.inc();
+        let _open = Open(clients);
         for e in first {
             if tx.send(e).await.is_err() {
                 return;
@@ -336,6 +371,7 @@ async fn events(
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => return,
+                () = tx.closed() => return, // the client went away
                 next = rx.recv() => next,
             };
             let out = match next {
@@ -459,6 +495,8 @@ async fn poll_action(
 struct ExportQuery {
     format: Option<String>,
     after: Option<String>,
+    /// Only the last N taps (JSON array, oldest first): the operator page.
+    tail: Option<usize>,
 }
 
 async fn export_taps(
@@ -466,6 +504,22 @@ async fn export_taps(
     State(s): State<AppState>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
+    if let Some(n) = q.tail {
+        if q.after.is_some() || q.format.as_deref().is_some_and(|f| f != "json") {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad query",
+                "tail= goes alone (JSON only, no after=)",
+            ));
+        }
+        let taps = s
+            .station
+            .store()
+            .tail(n.min(10_000))
+            .await
+            .map_err(|e| store_unavailable(&e))?;
+        return Ok(Json(taps).into_response());
+    }
     let csv = match q.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,

@@ -68,7 +68,7 @@ async fn start(
     CancellationToken,
 ) {
     let token = CancellationToken::new();
-    let (h, task) = station::start(cfg, token.clone()).unwrap();
+    let (h, task) = station::start(cfg, token.clone(), Default::default()).unwrap();
     (h, task, token)
 }
 

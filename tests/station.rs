@@ -335,6 +335,80 @@ async fn station_and_health_report_readers_and_store() {
 }
 
 #[tokio::test]
+async fn metrics_and_the_operator_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Station::start(
+        &dir.path().join("data"),
+        &config(&dir.path().join("data"), ""),
+    );
+    let _sse = Sse::connect(&st.url("/api/v1/events")).await;
+    st.tap("all-a", &tag(1)).await;
+    st.tap("first-a", &tag(1)).await;
+    st.tap("first-b", &tag(1)).await; // not counted
+    let r = st.http.get(st.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = r.text().await.unwrap();
+    for want in [
+        r#"pollstation_taps_total{reader="all-a",counted="true"} 1"#,
+        r#"pollstation_taps_total{reader="first-b",counted="false"} 1"#,
+        "pollstation_sse_clients 1",
+        "pollstation_readers_connected 0",
+        r#"pollstation_reader_decoder_errors{reader="all-a"} 0"#,
+        "pollstation_store_writable 1",
+        "pollstation_log_taps 3",
+        "pollstation_store_commit_seconds_count",
+        "pollstation_store_batch_size_bucket",
+    ] {
+        assert!(text.contains(want), "{want} missing from\n{text}");
+    }
+    assert!(!text.contains("urn:rfid"));
+    // The last N taps, for the operator page.
+    let (s, body) = st.admin_get_text("/api/v1/taps?tail=2").await;
+    assert_eq!(s, 200);
+    let taps: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let readers: Vec<&str> = taps.iter().map(|t| t["reader"].as_str().unwrap()).collect();
+    assert_eq!(readers, ["first-a", "first-b"]);
+    assert_eq!(
+        st.admin_get_text("/api/v1/taps?tail=2&format=csv").await.0,
+        400
+    );
+    let r = st
+        .http
+        .get(st.url("/api/v1/taps?tail=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The pages carry a strict CSP and nosniff.
+    for path in [
+        "/",
+        "/operator",
+        "/assets/app.js",
+        "/assets/operator.js",
+        "/assets/style.css",
+    ] {
+        let r = st.http.get(st.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let csp = r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            csp.contains("default-src 'self'") && !csp.contains("unsafe"),
+            "{path}: {csp}"
+        );
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert!(r.headers().get("access-control-allow-origin").is_none());
+    }
+}
+
+#[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let st = Station::start(

@@ -15,9 +15,9 @@ pub mod em4100;
 pub mod pn532;
 mod polled;
 pub mod presence;
-pub mod sm130;
 #[cfg(test)]
 mod proptests;
+pub mod sm130;
 #[cfg(test)]
 mod testutil;
 pub mod text;

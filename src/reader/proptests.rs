@@ -11,7 +11,11 @@ use tokio_util::codec::Decoder;
 
 use super::{em4100, pn532, sm130, text};
 
-fn feed<D: Decoder<Error = std::io::Error>>(stream: &[u8], cut: usize, mut codec: D) -> Vec<D::Item> {
+fn feed<D: Decoder<Error = std::io::Error>>(
+    stream: &[u8],
+    cut: usize,
+    mut codec: D,
+) -> Vec<D::Item> {
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     for piece in stream.chunks(cut.max(1)) {

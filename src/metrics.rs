@@ -1,0 +1,150 @@
+//! Prometheus metrics (OpenMetrics text, which Prometheus scrapes).
+//!
+//! Counters and histograms are updated where things happen (the Station
+//! records commits and taps, the web layer counts SSE clients); gauges that
+//! mirror state (readers, store) are read from the Station's snapshot at
+//! scrape time, so they never disagree with `/api/v1/station`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::station::{ReaderStatus, Snapshot};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TapLabels {
+    pub reader: String,
+    pub counted: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReaderLabels {
+    pub reader: String,
+}
+
+/// All metrics of one station.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub taps: Family<TapLabels, Counter>,
+    pub commit_seconds: Histogram,
+    pub batch_size: Histogram,
+    pub sse_clients: Gauge,
+    readers_connected: Gauge,
+    reader_connected: Family<ReaderLabels, Gauge>,
+    frames_ok: Family<ReaderLabels, Gauge<u64, AtomicU64>>,
+    frames_bad: Family<ReaderLabels, Gauge<u64, AtomicU64>>,
+    store_writable: Gauge,
+    taps_logged: Gauge<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    #[must_use]
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pollstation");
+        let taps = Family::<TapLabels, Counter>::default();
+        registry.register(
+            "taps",
+            "Taps recorded, by reader and whether they counted",
+            taps.clone(),
+        );
+        let commit_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register(
+            "store_commit_seconds",
+            "Time to commit one batch to the log (including fsync)",
+            commit_seconds.clone(),
+        );
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+        registry.register(
+            "store_batch_size",
+            "Records per committed batch",
+            batch_size.clone(),
+        );
+        let sse_clients = Gauge::default();
+        registry.register(
+            "sse_clients",
+            "Open Server-Sent Events streams",
+            sse_clients.clone(),
+        );
+        let readers_connected = Gauge::default();
+        registry.register(
+            "readers_connected",
+            "Readers currently connected",
+            readers_connected.clone(),
+        );
+        let reader_connected = Family::<ReaderLabels, Gauge>::default();
+        registry.register(
+            "reader_connected",
+            "1 if the reader is connected",
+            reader_connected.clone(),
+        );
+        let frames_ok = Family::<ReaderLabels, Gauge<u64, AtomicU64>>::default();
+        registry.register(
+            "reader_frames_ok",
+            "Valid frames read from the reader since start",
+            frames_ok.clone(),
+        );
+        let frames_bad = Family::<ReaderLabels, Gauge<u64, AtomicU64>>::default();
+        registry.register(
+            "reader_decoder_errors",
+            "Junk or corrupt frames skipped on the reader since start",
+            frames_bad.clone(),
+        );
+        let store_writable = Gauge::default();
+        registry.register(
+            "store_writable",
+            "1 if the log can be written",
+            store_writable.clone(),
+        );
+        let taps_logged = Gauge::<u64, AtomicU64>::default();
+        registry.register("log_taps", "Taps in the log", taps_logged.clone());
+        Self {
+            registry,
+            taps,
+            commit_seconds,
+            batch_size,
+            sse_clients,
+            readers_connected,
+            reader_connected,
+            frames_ok,
+            frames_bad,
+            store_writable,
+            taps_logged,
+        }
+    }
+
+    /// The exposition, with state gauges taken from `snap`.
+    #[must_use]
+    pub fn render(&self, snap: &Snapshot) -> String {
+        let mut connected = 0;
+        for r in &snap.readers {
+            let l = ReaderLabels {
+                reader: r.id.clone(),
+            };
+            let up = i64::from(r.status == ReaderStatus::Connected);
+            connected += up;
+            self.reader_connected.get_or_create(&l).set(up);
+            self.frames_ok.get_or_create(&l).set(r.frames_ok);
+            self.frames_bad.get_or_create(&l).set(r.frames_bad);
+        }
+        self.readers_connected.set(connected);
+        self.store_writable.set(i64::from(snap.store.writable));
+        self.taps_logged.set(snap.store.taps);
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}

@@ -1,0 +1,273 @@
+//! The web pages in real headless Chromium (Debian's chromium and
+//! chromium-driver), driven over WebDriver: live updates, reconnect after a
+//! station restart, the kiosk view, and the operator page flow. Screenshots
+//! go to `artifacts/`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use common::{Station, config};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn chromedriver() -> Driver {
+    let port = free_port();
+    let mut child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (make test installs chromium-driver)");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("started successfully") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(common::WAIT).expect("chromedriver started");
+    Driver {
+        child,
+        port,
+        _profile: tempfile::tempdir().unwrap(),
+    }
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,900", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-quic",
+                format!("--user-data-dir={}", driver._profile.path().display()),
+            ]
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session")
+}
+
+/// Resolve once the JS expression `cond` is true in the page, re-checking on
+/// every DOM change (a MutationObserver, not a timer); fail after 20 s.
+async fn wait_until(c: &Client, cond: &str) {
+    let script = format!(
+        r#"
+        const done = arguments[arguments.length - 1];
+        const check = () => {{ try {{ return !!({cond}); }} catch (e) {{ return false; }} }};
+        if (check()) {{ done(true); return; }}
+        const obs = new MutationObserver(() => {{ if (check()) {{ obs.disconnect(); done(true); }} }});
+        obs.observe(document, {{ subtree: true, childList: true, characterData: true, attributes: true }});
+        setTimeout(() => {{ obs.disconnect(); done(check()); }}, 20000);
+        "#
+    );
+    let ok = c.execute_async(&script, vec![]).await.expect("script ran");
+    assert_eq!(ok, Value::Bool(true), "page never satisfied: {cond}");
+}
+
+async fn text_of(c: &Client, js: &str) -> String {
+    c.execute(&format!("return {js};"), vec![])
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn artifact(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn num(poll: &str, answer: &str) -> String {
+    format!(r#"document.querySelector('[data-poll="{poll}"] [data-answer="{answer}"] .num')"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_page_follows_taps_reconnects_and_the_operator_resets() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let st = Station::start(&data, &config(&data, ""));
+    let port = st.base.rsplit(':').next().unwrap().to_string();
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+
+    c.goto(&st.base).await.unwrap();
+    wait_until(
+        &c,
+        r#"document.getElementById("status").textContent.startsWith("live")"#,
+    )
+    .await;
+    wait_until(
+        &c,
+        &format!(r#"{}.textContent === "0 · 0%""#, num("all", "a")),
+    )
+    .await;
+
+    for n in 1..=3 {
+        assert_eq!(
+            st.tap("all-a", &format!("{:08X}", 0x1100_0000 + n)).await.0,
+            201
+        );
+    }
+    assert_eq!(st.tap("first-b", "11000009").await.0, 201);
+    wait_until(
+        &c,
+        &format!(r#"{}.textContent === "3 · 100%""#, num("all", "a")),
+    )
+    .await;
+    wait_until(
+        &c,
+        &format!(r#"{}.textContent === "1 · 100%""#, num("first", "b")),
+    )
+    .await;
+    let width = text_of(
+        &c,
+        r#"document.querySelector('[data-poll="all"] [data-answer="a"] .fill').style.width"#,
+    )
+    .await;
+    assert_eq!(width, "100%");
+    // The page never shows a tag.
+    let html = text_of(&c, "document.documentElement.outerHTML").await;
+    assert!(!html.contains("urn:rfid") && !html.contains("11000001"));
+    std::fs::write(artifact("results.png"), c.screenshot().await.unwrap()).unwrap();
+
+    // Kiosk: only the active poll, large.
+    c.goto(&format!("{}/?kiosk=1", st.base)).await.unwrap();
+    wait_until(&c, r#"document.querySelectorAll("section.poll").length === 1 && document.body.classList.contains("kiosk")"#).await;
+    wait_until(
+        &c,
+        &format!(r#"{}.textContent === "1 · 100%""#, num("first", "b")),
+    )
+    .await;
+    std::fs::write(artifact("kiosk.png"), c.screenshot().await.unwrap()).unwrap();
+
+    // Restart the station under the page: it says so, reconnects, resyncs.
+    c.goto(&st.base).await.unwrap();
+    wait_until(
+        &c,
+        &format!(r#"{}.textContent === "3 · 100%""#, num("all", "a")),
+    )
+    .await;
+    let cfg = st.config_path.clone();
+    assert!(st.terminate().success());
+    wait_until(
+        &c,
+        r#"document.getElementById("status").textContent.startsWith("reconnecting")"#,
+    )
+    .await;
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&cfg, text).unwrap();
+    let st = Station::start_with(&data, &cfg);
+    assert_eq!(st.tap("all-a", "11000004").await.0, 201);
+    wait_until(
+        &c,
+        &format!(r#"{}.textContent === "4 · 100%""#, num("all", "a")),
+    )
+    .await;
+    wait_until(
+        &c,
+        r#"document.getElementById("status").textContent.startsWith("live")"#,
+    )
+    .await;
+    let results = c.window().await.unwrap();
+
+    // The operator page, in a second window: sign in, see readers and tags,
+    // reset a poll; the results page follows.
+    let op = c.new_window(false).await.unwrap();
+    c.switch_to_window(op.handle).await.unwrap();
+    c.goto(&format!("{}/operator", st.base)).await.unwrap();
+    wait_until(&c, r#"!document.getElementById("login").hidden"#).await;
+    c.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys("wrong-token-wrong")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(
+        &c,
+        r#"document.getElementById("login-error").textContent.includes("refused")"#,
+    )
+    .await;
+    let field = c.find(Locator::Id("token")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(&st.token).await.unwrap();
+    c.find(Locator::Css("#login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(&c, r#"!document.getElementById("console").hidden"#).await;
+    wait_until(
+        &c,
+        r##"document.querySelectorAll("#readers tbody tr").length === 6"##,
+    )
+    .await;
+    wait_until(
+        &c,
+        r##"document.querySelector("#taps tbody td.tag").textContent === "urn:rfid:11000004""##,
+    )
+    .await;
+    std::fs::write(artifact("operator.png"), c.screenshot().await.unwrap()).unwrap();
+    c.find(Locator::Css(
+        r#"tr[data-poll="all"] button[data-action="reset"]"#,
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    let alert = c.get_alert_text().await.unwrap();
+    assert!(alert.contains("Reset poll \"all\""), "{alert}");
+    c.accept_alert().await.unwrap();
+    c.switch_to_window(results).await.unwrap();
+    wait_until(
+        &c,
+        &format!(r#"{}.textContent === "0 · 0%""#, num("all", "a")),
+    )
+    .await;
+    assert_eq!(st.tally("all").await, vec![0, 0]);
+    c.close().await.unwrap();
+}

@@ -1,0 +1,174 @@
+// Operator console: the admin token is asked once and kept in
+// sessionStorage (gone when the tab closes). Poll actions, readers, the
+// last 50 taps (with tags: this page is authenticated) and the CSV export.
+// Public SSE events say *that* something changed; authenticated fetches
+// get the details.
+"use strict";
+const KEY = "pollstation-admin-token";
+let token = sessionStorage.getItem(KEY);
+let taps = [];
+let tallies = new Map();
+const $ = id => document.getElementById(id);
+const el = (tag, text, cls) => {
+  const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = text;
+  if (cls) e.className = cls;
+  return e;
+};
+
+async function api(path, opts = {}) {
+  const r = await fetch(path, { ...opts, headers: { ...(opts.headers || {}), Authorization: "Bearer " + token } });
+  if (r.status === 401) {
+    sessionStorage.removeItem(KEY);
+    token = null;
+    showLogin("The token was refused.");
+    throw new Error("unauthorized");
+  }
+  if (!r.ok) {
+    let detail = r.status + "";
+    try { const j = await r.json(); detail = j.detail || j.error; } catch (e) { /* not JSON */ }
+    throw new Error(detail);
+  }
+  return r;
+}
+
+function showLogin(msg) {
+  $("console").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = msg || "";
+  $("token").focus();
+}
+
+$("login").addEventListener("submit", async ev => {
+  ev.preventDefault();
+  token = $("token").value.trim();
+  try {
+    await api("/api/v1/taps?tail=1");
+    sessionStorage.setItem(KEY, token);
+    start();
+  } catch (e) {
+    if (e.message !== "unauthorized") $("login-error").textContent = e.message;
+  }
+});
+
+$("logout").addEventListener("click", () => {
+  sessionStorage.removeItem(KEY);
+  token = null;
+  showLogin();
+});
+
+$("csv").addEventListener("click", async () => {
+  try {
+    const r = await api("/api/v1/taps?format=csv");
+    const url = URL.createObjectURL(await r.blob());
+    const a = el("a");
+    a.href = url;
+    a.download = "taps.csv";
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } catch (e) { $("action-error").textContent = "Export failed: " + e.message; }
+});
+
+async function act(poll, action) {
+  if (action === "reset" && !confirm(`Reset poll "${poll}"? Its count starts again from zero (the taps stay in the log).`)) return;
+  $("action-error").textContent = "";
+  try {
+    await api(`/api/v1/polls/${encodeURIComponent(poll)}/${action}`, { method: "POST" });
+    await loadPolls();
+  } catch (e) { $("action-error").textContent = `${action} ${poll}: ${e.message}`; }
+}
+
+let polls = [];
+async function loadPolls() {
+  polls = await (await fetch("/api/v1/polls")).json();
+  renderPolls();
+}
+
+function renderPolls() {
+  const body = $("polls").tBodies[0];
+  body.replaceChildren(...polls.map(p => {
+    const tr = el("tr");
+    tr.dataset.poll = p.id;
+    const t = tallies.get(p.id);
+    tr.append(el("td", `${p.question} (${p.id})`), el("td", p.rule),
+      el("td", (p.open ? "open" : "closed") + (p.active ? " · active" : ""), p.open ? "ok" : "muted"),
+      el("td", t ? String(t.total) : "0", "votes"));
+    const td = el("td");
+    for (const a of ["open", "close", "activate", "reset"]) {
+      const b = el("button", a);
+      b.type = "button";
+      b.dataset.action = a;
+      if ((a === "open" && p.open) || (a === "close" && !p.open) || (a === "activate" && p.active)) b.disabled = true;
+      b.addEventListener("click", () => act(p.id, a));
+      td.append(b);
+    }
+    tr.append(td);
+    return tr;
+  }));
+}
+
+function renderReaders(readers) {
+  $("readers").tBodies[0].replaceChildren(...readers.map(r => {
+    const tr = el("tr");
+    tr.dataset.reader = r.id;
+    const binding = r.binding.slot ? `slot ${r.binding.slot}` : `${r.binding.poll}/${r.binding.answer}`;
+    tr.append(el("td", r.id), el("td", r.status, r.status === "connected" ? "ok" : "bad"), el("td", binding),
+      el("td", r.protocol), el("td", String(r.taps)), el("td", String(r.frames_ok)), el("td", String(r.frames_bad)),
+      el("td", r.last_error || ""));
+    return tr;
+  }));
+}
+
+function renderTaps() {
+  $("taps").tBodies[0].replaceChildren(...taps.slice().reverse().map(t => {
+    const tr = el("tr");
+    tr.append(el("td", new Date(t.at).toLocaleTimeString()), el("td", `${t.station}:${t.seq}`), el("td", t.reader),
+      el("td", t.tag, "tag"), el("td", t.poll), el("td", t.answer));
+    return tr;
+  }));
+}
+
+let fetching = false;
+async function loadTaps() {
+  if (fetching) return;
+  fetching = true;
+  try {
+    taps = await (await api("/api/v1/taps?tail=50")).json();
+    renderTaps();
+  } catch (e) { /* shown by api() on 401 */ }
+  fetching = false;
+}
+
+let readers = [];
+function start() {
+  $("login").hidden = true;
+  $("console").hidden = false;
+  loadPolls();
+  loadTaps();
+  const es = new EventSource("/api/v1/events");
+  es.addEventListener("open", () => { $("status").className = "status live"; $("status").textContent = "live"; });
+  es.addEventListener("error", () => { $("status").className = "status reconnecting"; $("status").textContent = "reconnecting…"; });
+  es.addEventListener("status", ev => {
+    const st = JSON.parse(ev.data);
+    $("station").textContent = "pollstation · operator · " + st.id;
+    readers = st.readers;
+    renderReaders(readers);
+    loadPolls();
+    $("status").textContent = `live · network ${st.network.state}` + (st.store.writable ? "" : " · STORE FAILING: " + st.store.error);
+  });
+  es.addEventListener("reader", ev => {
+    const r = JSON.parse(ev.data);
+    readers = readers.map(x => x.id === r.id ? r : x);
+    renderReaders(readers);
+  });
+  es.addEventListener("tally", ev => {
+    const t = JSON.parse(ev.data);
+    tallies.set(t.poll, t);
+    renderPolls();
+  });
+  es.addEventListener("tap", () => loadTaps());
+}
+
+if (token) start(); else showLogin();
