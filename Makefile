@@ -23,3 +23,4 @@ build:
 bench:
 	$(CARGO) bench --bench station
 	$(CARGO) bench --bench readers
+	$(CARGO) bench --bench sse_load

@@ -44,6 +44,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
             station: station.clone(),
             admin_token: admin_token.as_str().into(),
             shutdown: shutdown.clone(),
+            hub: web::SseHub::start(&station, shutdown.clone()),
         },
         config.http.request_timeout,
     );

@@ -16,14 +16,15 @@ use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -42,7 +43,8 @@ pub struct AppState {
     pub station: StationHandle,
     pub admin_token: Arc<str>,
     /// Cancelled at shutdown: ends the event streams so the server can drain.
-    pub shutdown: tokio_util::sync::CancellationToken,
+    pub shutdown: CancellationToken,
+    pub hub: SseHub,
 }
 
 /// Build the router; tests call this directly.
@@ -331,68 +333,106 @@ async fn tally(State(s): State<AppState>, UrlPath(poll): UrlPath<String>) -> Res
     }
 }
 
-fn sse_event(name: &str, data: &impl Serialize) -> SseEvent {
-    SseEvent::default()
-        .event(name)
-        .data(serde_json::to_string(data).unwrap_or_else(|_| "null".into()))
+/// One SSE frame, encoded once however many clients get it.
+fn sse_frame(name: &str, data: &impl Serialize) -> Bytes {
+    let json = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
+    Bytes::from(format!("event: {name}\ndata: {json}\n\n"))
 }
 
-/// The whole state as a burst of events, for a new or lagging client.
-fn resync_events(snap: &Snapshot) -> Vec<SseEvent> {
-    let mut out = vec![sse_event("status", &station_json(snap))];
-    out.extend(snap.tallies.iter().map(|t| sse_event("tally", t)));
-    out
+/// The whole state as a burst of frames, for a new or lagging client.
+fn resync_frames(snap: &Snapshot) -> Bytes {
+    let mut out = sse_frame("status", &station_json(snap)).to_vec();
+    for t in &snap.tallies {
+        out.extend_from_slice(&sse_frame("tally", t));
+    }
+    Bytes::from(out)
 }
 
-async fn events(
-    State(s): State<AppState>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+fn encode(event: &Event) -> Bytes {
+    match event {
+        Event::Tap(t) => sse_frame("tap", t),
+        Event::Tally(t) => sse_frame("tally", t),
+        Event::Reader(r) => sse_frame("reader", r),
+        Event::Status(snap) => sse_frame("status", &station_json(snap)),
+    }
+}
+
+/// Fan-out for the event streams: one task turns each Station event into
+/// SSE bytes once; every client stream just forwards those bytes. (With
+/// 10,000 clients, encoding per client cost more than the writes.)
+#[derive(Clone, Debug)]
+pub struct SseHub {
+    /// Hub task → client streams: encoded frames.
+    tx: broadcast::Sender<Bytes>,
+}
+
+impl SseHub {
+    #[must_use]
+    pub fn start(station: &StationHandle, shutdown: CancellationToken) -> Self {
+        let (tx, _) = broadcast::channel(1024);
+        let mut events = station.subscribe();
+        let out = tx.clone();
+        let station = station.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    e = events.recv() => e,
+                };
+                let frame = match event {
+                    Ok(e) => encode(&e),
+                    Err(RecvError::Lagged(_)) => resync_frames(&station.snapshot()),
+                    Err(RecvError::Closed) => return,
+                };
+                let _ = out.send(frame);
+            }
+        });
+        Self { tx }
+    }
+}
+
+/// Counts a client stream while it exists.
+struct OpenStream(StationHandle);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.metrics().sse_clients.dec();
+    }
+}
+
+async fn events(State(s): State<AppState>) -> Response {
     // Subscribe before taking the snapshot, so nothing falls between them.
-    let mut rx = s.station.subscribe();
-    let first = resync_events(&s.station.snapshot());
-    let station = s.station.clone();
-    let shutdown = s.shutdown.clone();
-    let clients = s.station.clone();
-    let stream = channel_stream(64, move |tx| async move {
-        // Counted while this task runs: it ends when the client goes away.
-        struct Open(StationHandle);
-        impl Drop for Open {
-            fn drop(&mut self) {
-                self.0.metrics().sse_clients.dec();
+    let rx = s.hub.tx.subscribe();
+    let first = resync_frames(&s.station.snapshot());
+    s.station.metrics().sse_clients.inc();
+    let state = (rx, OpenStream(s.station.clone()));
+    let live = futures_util::stream::unfold(state, |(mut rx, open)| async move {
+        let frame = match rx.recv().await {
+            Ok(b) => b,
+            Err(RecvError::Lagged(n)) => {
+                // Too slow to keep up: skip what was missed, send the state.
+                tracing::debug!(missed = n, "SSE client lagged; sending a fresh snapshot");
+                resync_frames(&open.0.snapshot())
             }
-        }
-        clients.metrics().sse_clients.inc();
-        let _open = Open(clients);
-        for e in first {
-            if tx.send(e).await.is_err() {
-                return;
-            }
-        }
-        loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tx.closed() => return, // the client went away
-                next = rx.recv() => next,
-            };
-            let out = match next {
-                Ok(Event::Tap(t)) => vec![sse_event("tap", &t)],
-                Ok(Event::Tally(t)) => vec![sse_event("tally", &t)],
-                Ok(Event::Reader(r)) => vec![sse_event("reader", &r)],
-                Ok(Event::Status(snap)) => vec![sse_event("status", &station_json(&snap))],
-                Err(RecvError::Lagged(n)) => {
-                    tracing::debug!(missed = n, "SSE client lagged; sending a fresh snapshot");
-                    resync_events(&station.snapshot())
-                }
-                Err(RecvError::Closed) => return,
-            };
-            for e in out {
-                if tx.send(e).await.is_err() {
-                    return;
-                }
-            }
-        }
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, Infallible>(frame), (rx, open)))
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    let mut keepalive = tokio::time::interval(Duration::from_secs(15));
+    keepalive.reset(); // the first tick after 15 s, not now
+    let keepalive = tokio_stream::wrappers::IntervalStream::new(keepalive)
+        .map(|_| Ok(Bytes::from_static(b": keep-alive\n\n")));
+    let stream = futures_util::stream::once(async move { Ok(first) })
+        .chain(futures_util::stream::select(live, keepalive))
+        .take_until(s.shutdown.clone().cancelled_owned());
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// Run `body` as a task that feeds a response stream through a small

@@ -1,0 +1,218 @@
+//! SSE fan-out under load (`cargo bench --bench sse_load`).
+//!
+//! Runs the real `pollstation` binary on loopback, opens 10,000 concurrent
+//! `GET /api/v1/events` streams from this process (bounded: a fixed count,
+//! a deadline, loopback only), then:
+//! - injects taps and times, for every stream, from the POST to the arrival
+//!   of the `tally` event that carries the new total (p50/p99 over all
+//!   streams and taps);
+//! - times 500 POSTs (tap latency) before the streams are opened and while
+//!   they are open, to see what 10,000 listeners cost the intake;
+//! - reads the station's RSS before and after, for memory per connection.
+//!
+//! `BENCH_QUICK=1` uses 500 streams.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Barrier, broadcast};
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[Duration], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
+}
+
+async fn tap_latencies(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    first: u32,
+    n: u32,
+) -> Vec<Duration> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let t0 = Instant::now();
+        let r = client
+            .post(format!("{base}/api/v1/taps"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"reader": "r", "tag": format!("{:08X}", 0x3000_0000 + first + i)}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        out.push(t0.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await; // 200 taps/s
+    }
+    out.sort();
+    out
+}
+
+fn main() {
+    let streams: usize = if std::env::var_os("BENCH_QUICK").is_some() {
+        500
+    } else {
+        10_000
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("station.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[station]\nid = \"load\"\ndata_dir = \"{}\"\ndebounce_ms = 0\n[http]\nlisten = \"127.0.0.1:0\"\n[[poll]]\nid = \"p\"\nquestion = \"?\"\nrule = \"unlimited\"\nanswers = [{{ id = \"a\", label = \"A\" }}]\n[[reader]]\nid = \"r\"\ndevice = \"/nonexistent\"\nprotocol = \"text\"\npoll = \"p\"\nanswer = \"a\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pollstation"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn,pollstation=info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("station output").unwrap();
+        if let Some(i) = line.find("listening on http://") {
+            break line[i + 20..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let pid = child.id();
+    let token = std::fs::read_to_string(dir.path().join("data/admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let base = format!("http://{addr}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let idle = tap_latencies(&client, &base, &token, 0, 500).await;
+        let rss0 = rss_kib(pid);
+
+        // Open the streams; each reports when it has its initial burst, then
+        // the time it sees each expected total.
+        let ready = Arc::new(Barrier::new(streams + 1));
+        let (want_tx, _) = broadcast::channel::<u64>(16);
+        let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+        let open_started = Instant::now();
+        for _ in 0..streams {
+            let ready = ready.clone();
+            let mut want_rx = want_tx.subscribe();
+            let seen = seen_tx.clone();
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(&addr).await.expect("connect");
+                s.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut buf = vec![0u8; 8192];
+                let mut text = String::new();
+                while !text.contains("event: tally") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "stream closed early");
+                    text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+                ready.wait().await;
+                text.clear();
+                let mut want = want_rx.recv().await.unwrap();
+                loop {
+                    let n = tokio::select! {
+                        n = s.read(&mut buf) => n.unwrap(),
+                        w = want_rx.recv() => match w { Ok(w) => { want = w; continue } Err(_) => return },
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    let now = Instant::now();
+                    text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    let marker = format!("\"total\":{want},");
+                    if text.contains(&marker) {
+                        let _ = seen.send((want, now));
+                        text.clear();
+                    } else if text.len() > 64 * 1024 {
+                        text.drain(..text.len() - 1024);
+                    }
+                }
+            });
+        }
+        tokio::time::timeout(Duration::from_secs(120), ready.wait()).await.expect("all streams open");
+        let opened = open_started.elapsed();
+        let rss1 = rss_kib(pid);
+        println!(
+            "sse_load: {streams} streams open in {:.1} s; station RSS {} MiB → {} MiB = {:.1} KiB per stream",
+            opened.as_secs_f64(),
+            rss0 / 1024,
+            rss1 / 1024,
+            (rss1.saturating_sub(rss0)) as f64 / streams as f64
+        );
+
+        // Fan-out: 10 taps, one every 300 ms.
+        let mut fanout = Vec::new();
+        let mut total = 500u64;
+        for k in 0..10u32 {
+            total += 1;
+            let _ = want_tx.send(total);
+            tokio::time::sleep(Duration::from_millis(20)).await; // let the tasks take the new target
+            let t0 = Instant::now();
+            let r = client
+                .post(format!("{base}/api/v1/taps"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"reader": "r", "tag": format!("{:08X}", 0x3100_0000 + k)}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            let mut got = 0;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while got < streams {
+                match tokio::time::timeout_at(deadline.into(), seen_rx.recv()).await {
+                    Ok(Some((t, at))) if t == total => {
+                        fanout.push(at.saturating_duration_since(t0));
+                        got += 1;
+                    }
+                    Ok(Some(_)) => {}
+                    _ => panic!("only {got} of {streams} streams saw total {total}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        fanout.sort();
+        println!(
+            "sse_load: tally update to {streams} streams ({} deliveries): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            fanout.len(),
+            pct(&fanout, 0.5),
+            pct(&fanout, 0.99),
+            pct(&fanout, 1.0)
+        );
+        let loaded = tap_latencies(&client, &base, &token, 1000, 500).await;
+        println!(
+            "sse_load: POST /api/v1/taps latency (500 taps at ≤200/s): idle p50 {:.2} ms p99 {:.2} ms; with {streams} streams p50 {:.2} ms p99 {:.2} ms",
+            pct(&idle, 0.5),
+            pct(&idle, 0.99),
+            pct(&loaded, 0.5),
+            pct(&loaded, 0.99)
+        );
+    });
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let _ = child.wait();
+}
