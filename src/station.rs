@@ -716,6 +716,7 @@ impl Station {
                 self.taps_logged += taps.len() as u64;
                 let now = Instant::now();
                 let mut counted = Vec::with_capacity(taps.len());
+                let mut announce = Vec::with_capacity(taps.len() + 1);
                 let mut changed: Vec<Arc<str>> = Vec::new();
                 for tap in &taps {
                     let applied = self.tallies.apply(tap);
@@ -736,7 +737,7 @@ impl Station {
                         .inc();
                     self.recent
                         .insert((tap.reader.clone(), tap.tag.clone()), (tap.clone(), c, now));
-                    let _ = self.events.send(Event::Tap(TapEvent {
+                    announce.push(Event::Tap(TapEvent {
                         station: tap.station.clone(),
                         seq: tap.seq,
                         reader: tap.reader.clone(),
@@ -749,10 +750,12 @@ impl Station {
                 }
                 for poll in changed {
                     if let Some(view) = self.tallies.view(&poll) {
-                        let _ = self.events.send(Event::Tally(view));
+                        announce.push(Event::Tally(view));
                     }
                 }
                 self.prune_recent(now);
+                // Answer the senders first: a reply is one wake-up, an
+                // announcement may be thousands (every SSE client).
                 for w in waiters {
                     let (i, reply, repeat) = match w {
                         Waiter::New(i, r) => (i, r, false),
@@ -765,6 +768,9 @@ impl Station {
                             repeat,
                         }));
                     }
+                }
+                for e in announce {
+                    let _ = self.events.send(e);
                 }
             }
         }

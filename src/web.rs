@@ -380,7 +380,18 @@ impl SseHub {
                     e = events.recv() => e,
                 };
                 let frame = match event {
-                    Ok(e) => encode(&e),
+                    Ok(e) => {
+                        // Whatever else is already waiting goes out in the same
+                        // write: a tap and its tally are one wake-up per client.
+                        let mut frame = encode(&e).to_vec();
+                        for _ in 0..64 {
+                            match events.try_recv() {
+                                Ok(e) => frame.extend_from_slice(&encode(&e)),
+                                Err(_) => break,
+                            }
+                        }
+                        Bytes::from(frame)
+                    }
                     Err(RecvError::Lagged(_)) => resync_frames(&station.snapshot()),
                     Err(RecvError::Closed) => return,
                 };
