@@ -22,6 +22,15 @@ pub struct Config {
     pub http: HttpConfig,
     pub polls: Vec<PollDef>,
     pub readers: Vec<ReaderConfig>,
+    pub screen: ScreenConfig,
+}
+
+/// The GTK screen (built with the `gtk` feature).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScreenConfig {
+    /// `None`: open the screen when a display is present.
+    pub enabled: Option<bool>,
+    pub fullscreen: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +201,25 @@ struct RawConfig {
     polls: Vec<RawPoll>,
     #[serde(default, rename = "reader")]
     readers: Vec<RawReader>,
+    #[serde(default)]
+    screen: RawScreen,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScreen {
+    enabled: Option<bool>,
+    #[serde(default = "yes")]
+    fullscreen: bool,
+}
+
+impl Default for RawScreen {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            fullscreen: true,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -611,6 +639,10 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
         },
         polls,
         readers,
+        screen: ScreenConfig {
+            enabled: raw.screen.enabled,
+            fullscreen: raw.screen.fullscreen,
+        },
     })
 }
 

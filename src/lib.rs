@@ -15,6 +15,7 @@
 //! - outside systems, each a client of the Station:
 //!   - [`reader`]: serial RFID readers (one task each; codecs per protocol);
 //!   - [`web`]: HTTP API, SSE, results page (axum);
+//!   - `screen`: the GTK tally screen (feature `gtk`), on the main thread;
 //! - [`sim`]: simulated readers on pseudo-terminals (demo, tests, `pollstation sim`);
 //! - [`metrics`]: Prometheus metrics;
 //! - [`service`]: wires the parts together and shuts them down in order;
@@ -25,6 +26,8 @@ pub mod demo;
 pub mod metrics;
 pub mod poll;
 pub mod reader;
+#[cfg(feature = "gtk")]
+pub mod screen;
 pub mod service;
 pub mod sim;
 pub mod station;

@@ -24,6 +24,9 @@ enum Command {
         /// The TOML config file.
         #[arg(long, short, env = "POLLSTATION_CONFIG")]
         config: PathBuf,
+        /// Run headless even if a display is present.
+        #[arg(long)]
+        no_screen: bool,
     },
     /// Validate a config file: prints every problem as FILE:LINE:COL and exits 2,
     /// or a summary and exits 0.
@@ -39,6 +42,12 @@ enum Command {
         /// HTTP listen address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Run headless even if a display is present.
+        #[arg(long)]
+        no_screen: bool,
+        /// Open the screen in a window instead of full screen.
+        #[arg(long)]
+        windowed: bool,
     },
     /// Play a reader on a pseudo-terminal, with visitors tapping tags; prints
     /// the device path to put in a config.
@@ -83,7 +92,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => {
+        Command::Run { config, no_screen } => {
             init_logging();
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -92,7 +101,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            exit(run(config, false))
+            exit(run(config, false, no_screen))
         }
         Command::Sim {
             protocol,
@@ -104,19 +113,29 @@ fn main() -> ExitCode {
             init_logging();
             exit(sim(protocol, link, &tags, pace_ms, count))
         }
-        Command::Demo { data_dir, listen } => {
+        Command::Demo {
+            data_dir,
+            listen,
+            no_screen,
+            windowed,
+        } => {
             init_logging();
             let config = match std::fs::create_dir_all(&data_dir)
                 .map_err(anyhow::Error::from)
                 .and_then(|()| demo::config(&data_dir, &listen))
             {
-                Ok(c) => c,
+                Ok(mut c) => {
+                    if windowed {
+                        c.screen.fullscreen = false;
+                    }
+                    c
+                }
                 Err(e) => {
                     eprintln!("pollstation demo: {e:#}");
                     return ExitCode::FAILURE;
                 }
             };
-            exit(run(config, true))
+            exit(run(config, true, no_screen))
         }
     }
 }
@@ -199,10 +218,11 @@ fn sim(
     })
 }
 
-fn run(config: Config, demo_visitors: bool) -> anyhow::Result<()> {
+fn run(config: Config, demo_visitors: bool, no_screen: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
-        let shutdown = CancellationToken::new();
+    let shutdown = CancellationToken::new();
+    // Start everything on tokio before the screen (if any) takes the main thread.
+    let running = rt.block_on(async {
         service::cancel_on_signals(shutdown.clone())?;
         // The demo's readers exist before the station opens them.
         let sims = if demo_visitors {
@@ -213,12 +233,63 @@ fn run(config: Config, demo_visitors: bool) -> anyhow::Result<()> {
         let running = service::start(&config, shutdown.clone()).await?;
         if demo_visitors {
             println!(
-                "\n  pollstation demo: results on http://{}/  (admin token: {})\n",
-                running.http_addr, running.admin_token
+                "\n  pollstation demo: results on http://{}/  operator page on http://{}/operator  (admin token: {})\n",
+                running.http_addr, running.http_addr, running.admin_token
             );
             tokio::spawn(demo::visitors(sims, shutdown.clone()));
         }
-        running.wait().await;
-        Ok(())
-    })
+        anyhow::Ok(running)
+    })?;
+    screen(&config, &running, &rt, &shutdown, no_screen);
+    rt.block_on(running.wait());
+    Ok(())
+}
+
+/// Show the GTK screen on this thread until it closes, if wanted and possible;
+/// otherwise return at once (the station runs headless until a signal).
+#[cfg(feature = "gtk")]
+fn screen(
+    config: &Config,
+    running: &service::Running,
+    rt: &tokio::runtime::Runtime,
+    shutdown: &CancellationToken,
+    no_screen: bool,
+) {
+    use pollstation::screen;
+    let has_display = screen::display_present();
+    let wanted = !no_screen && config.screen.enabled.unwrap_or(has_display);
+    if !wanted {
+        tracing::info!(
+            reason = if no_screen {
+                "--no-screen"
+            } else if has_display {
+                "[screen] enabled = false"
+            } else {
+                "no display"
+            },
+            "running headless: no screen"
+        );
+        return;
+    }
+    if !has_display {
+        tracing::warn!(
+            "[screen] enabled = true but no display (DISPLAY/WAYLAND_DISPLAY unset); running headless"
+        );
+        return;
+    }
+    let options = screen::ScreenOptions {
+        fullscreen: config.screen.fullscreen,
+    };
+    screen::run(&running.station, rt.handle(), options, shutdown);
+}
+
+#[cfg(not(feature = "gtk"))]
+fn screen(
+    _config: &Config,
+    _running: &service::Running,
+    _rt: &tokio::runtime::Runtime,
+    _shutdown: &CancellationToken,
+    _no_screen: bool,
+) {
+    tracing::info!("running headless: built without the gtk feature");
 }
