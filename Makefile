@@ -24,3 +24,4 @@ bench:
 	$(CARGO) bench --bench station
 	$(CARGO) bench --bench readers
 	$(CARGO) bench --bench sse_load
+	$(CARGO) bench --bench screen_latency

@@ -1,0 +1,136 @@
+//! Tap latency with the GTK screen attached vs headless
+//! (`cargo bench --bench screen_latency`; needs Xvfb and dbus-run-session).
+//!
+//! The real binary, once under Xvfb with the screen (default GL renderer)
+//! and once with `--no-screen`; each time 1,000 taps POSTed at 200/s, each
+//! timed to its 201 (durable). The screen must not slow intake.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn xvfb() -> (Child, String) {
+    let mut child = Command::new("Xvfb")
+        .args(["-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Xvfb");
+    let mut out = child.stdout.take().unwrap();
+    let mut s = String::new();
+    let mut b = [0u8; 1];
+    while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+        s.push(b[0] as char);
+    }
+    (child, format!(":{}", s.trim()))
+}
+
+fn station(screen: Option<&str>, dir: &std::path::Path) -> (Child, String, String) {
+    let data = dir.join("data");
+    let cfg = dir.join("station.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[station]\nid = \"lat\"\ndata_dir = \"{}\"\ndebounce_ms = 0\n[http]\nlisten = \"127.0.0.1:0\"\n[screen]\nfullscreen = true\n[[poll]]\nid = \"p\"\nquestion = \"Which one?\"\nrule = \"unlimited\"\nanswers = [{{ id = \"a\", label = \"A\" }}, {{ id = \"b\", label = \"B\" }}]\n[[reader]]\nid = \"r\"\ndevice = \"/nonexistent\"\nprotocol = \"text\"\npoll = \"p\"\nanswer = \"a\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_pollstation");
+    let mut cmd = match screen {
+        Some(display) => {
+            let mut c = Command::new("dbus-run-session");
+            c.args(["--", bin, "run", "--config"]).arg(&cfg).env("DISPLAY", display).env("GTK_A11Y", "none");
+            c
+        }
+        None => {
+            let mut c = Command::new(bin);
+            c.args(["run", "--no-screen", "--config"]).arg(&cfg);
+            c
+        }
+    };
+    let mut child = cmd
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "pollstation=debug,warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr = String::new();
+    loop {
+        let l = lines.next().expect("output").unwrap();
+        if let Some(i) = l.find("listening on http://") {
+            addr = l[i + 20..].split_whitespace().next().unwrap().to_string();
+        }
+        // With a screen, wait until it has painted; headless, until listening.
+        if !addr.is_empty() && (screen.is_none() || l.contains("screen painted")) {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_string();
+    (child, format!("http://{addr}"), token)
+}
+
+async fn measure(base: &str, token: &str) -> Vec<Duration> {
+    let client = reqwest::Client::new();
+    let mut lat = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    for i in 0..1000u32 {
+        tick.tick().await;
+        let t0 = Instant::now();
+        let r = client
+            .post(format!("{base}/api/v1/taps"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"reader": "r", "tag": format!("{:08X}", 0x4000_0000 + i)}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        if i >= 50 {
+            lat.push(t0.elapsed()); // the first 50 warm up
+        }
+    }
+    lat.sort();
+    lat
+}
+
+fn p(l: &[Duration], q: f64) -> f64 {
+    l[((l.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mut x, display) = xvfb();
+    let mut results = Vec::new();
+    for screen in [None, Some(display.as_str()), None, Some(display.as_str())] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, base, token) = station(screen, dir.path());
+        let lat = rt.block_on(measure(&base, &token));
+        let name = if screen.is_some() { "with screen" } else { "headless" };
+        println!(
+            "screen_latency: {name}: POST→201 over 950 taps at 200/s: p50 {:.3} ms, p99 {:.3} ms",
+            p(&lat, 0.5),
+            p(&lat, 0.99)
+        );
+        results.push((screen.is_some(), p(&lat, 0.5), p(&lat, 0.99)));
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let _ = child.wait();
+    }
+    let avg = |s: bool, i: usize| {
+        let v: Vec<f64> = results.iter().filter(|r| r.0 == s).map(|r| if i == 0 { r.1 } else { r.2 }).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    println!(
+        "screen_latency: mean of two runs: headless p50 {:.3} / p99 {:.3} ms; with screen p50 {:.3} / p99 {:.3} ms ({:+.0}% / {:+.0}%)",
+        avg(false, 0),
+        avg(false, 1),
+        avg(true, 0),
+        avg(true, 1),
+        (avg(true, 0) / avg(false, 0) - 1.0) * 100.0,
+        (avg(true, 1) / avg(false, 1) - 1.0) * 100.0
+    );
+    let _ = x.kill();
+    let _ = x.wait();
+}
