@@ -11,7 +11,15 @@ use std::time::{Duration, Instant};
 
 fn xvfb() -> (Child, String) {
     let mut child = Command::new("Xvfb")
-        .args(["-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1280x800x24",
+            "-nolisten",
+            "tcp",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -40,7 +48,10 @@ fn station(screen: Option<&str>, dir: &std::path::Path) -> (Child, String, Strin
     let mut cmd = match screen {
         Some(display) => {
             let mut c = Command::new("dbus-run-session");
-            c.args(["--", bin, "run", "--config"]).arg(&cfg).env("DISPLAY", display).env("GTK_A11Y", "none");
+            c.args(["--", bin, "run", "--config"])
+                .arg(&cfg)
+                .env("DISPLAY", display)
+                .env("GTK_A11Y", "none");
             c
         }
         None => {
@@ -69,7 +80,10 @@ fn station(screen: Option<&str>, dir: &std::path::Path) -> (Child, String, Strin
         }
     }
     std::thread::spawn(move || for _ in lines {});
-    let token = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_string();
+    let token = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
     (child, format!("http://{addr}"), token)
 }
 
@@ -108,7 +122,11 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let (mut child, base, token) = station(screen, dir.path());
         let lat = rt.block_on(measure(&base, &token));
-        let name = if screen.is_some() { "with screen" } else { "headless" };
+        let name = if screen.is_some() {
+            "with screen"
+        } else {
+            "headless"
+        };
         println!(
             "screen_latency: {name}: POST→201 over 950 taps at 200/s: p50 {:.3} ms, p99 {:.3} ms",
             p(&lat, 0.5),
@@ -119,7 +137,11 @@ fn main() {
         let _ = child.wait();
     }
     let avg = |s: bool, i: usize| {
-        let v: Vec<f64> = results.iter().filter(|r| r.0 == s).map(|r| if i == 0 { r.1 } else { r.2 }).collect();
+        let v: Vec<f64> = results
+            .iter()
+            .filter(|r| r.0 == s)
+            .map(|r| if i == 0 { r.1 } else { r.2 })
+            .collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
     println!(

@@ -154,42 +154,18 @@ impl View {
             .build();
         window.add_css_class("pollstation");
 
-        let root = gtk::Box::new(gtk::Orientation::Vertical, 12);
-        root.add_css_class("root");
-        let banner = gtk::Label::new(None);
-        banner.add_css_class("banner");
-        banner.set_visible(false);
-        let question = gtk::Label::new(Some("pollstation"));
-        question.add_css_class("question");
-        question.set_wrap(true);
-        question.set_xalign(0.0);
-        let meta = gtk::Label::new(None);
-        meta.add_css_class("meta");
-        meta.set_xalign(0.0);
-        let answers = gtk::Grid::new();
-        answers.set_row_spacing(10);
-        answers.set_column_spacing(16);
-        answers.set_vexpand(true);
-        let strip = gtk::Box::new(gtk::Orientation::Horizontal, 16);
-        strip.add_css_class("strip");
-        let readers = gtk::Box::new(gtk::Orientation::Horizontal, 12);
-        readers.set_hexpand(true);
-        let status = gtk::Label::new(None);
-        status.add_css_class("status");
-        strip.append(&readers);
-        strip.append(&status);
-        // The banner floats over the bottom, above the status strip: showing
-        // it must not move the bars or hide the question.
-        banner.set_halign(gtk::Align::Center);
-        banner.set_valign(gtk::Align::End);
-        banner.set_margin_bottom(70);
-        root.append(&question);
-        root.append(&meta);
-        root.append(&answers);
-        root.append(&strip);
-        let overlay = gtk::Overlay::new();
-        overlay.set_child(Some(&root));
-        overlay.add_overlay(&banner);
+        let ui = gtk::Builder::from_string(include_str!("../ui/screen.ui"));
+        let get = |id: &str| -> glib::Object {
+            ui.object(id)
+                .unwrap_or_else(|| panic!("ui/screen.ui has no object {id:?}"))
+        };
+        let overlay: gtk::Overlay = get("overlay").downcast().expect("overlay is a GtkOverlay");
+        let question: gtk::Label = get("question").downcast().expect("question is a GtkLabel");
+        let meta: gtk::Label = get("meta").downcast().expect("meta is a GtkLabel");
+        let answers: gtk::Grid = get("answers").downcast().expect("answers is a GtkGrid");
+        let readers: gtk::Box = get("readers").downcast().expect("readers is a GtkBox");
+        let status: gtk::Label = get("status").downcast().expect("status is a GtkLabel");
+        let banner: gtk::Label = get("banner").downcast().expect("banner is a GtkLabel");
         window.set_child(Some(&overlay));
 
         let view = Rc::new(View {
