@@ -91,11 +91,20 @@ async fn forward(
     if tx.send(Msg::State(first)).await.is_err() {
         return;
     }
+    // At most this many state updates a second reach the screen: people
+    // cannot read faster, and every redraw is CPU the intake may need.
+    let min_gap = Duration::from_millis(50);
+    let mut last_state = tokio::time::Instant::now();
     loop {
         let msg = tokio::select! {
             () = shutdown.cancelled() => Msg::Quit,
             changed = state.changed() => match changed {
-                Ok(()) => Msg::State(state.borrow_and_update().clone()),
+                Ok(()) => {
+                    // Let a burst of commits settle into one update.
+                    tokio::time::sleep_until(last_state + min_gap).await;
+                    last_state = tokio::time::Instant::now();
+                    Msg::State(state.borrow_and_update().clone())
+                }
                 Err(_) => Msg::Quit,
             },
             ev = events.recv() => match ev {
@@ -131,6 +140,9 @@ struct View {
     /// Poll shown: `None` follows the active poll; arrows pick another.
     chosen: Cell<Option<usize>>,
     last: RefCell<Option<Arc<Snapshot>>>,
+    animating: Cell<bool>,
+    /// The reader strip as last drawn: rebuilt only when it changes.
+    strip_key: RefCell<String>,
     /// What changed since the last paint (for the "screen painted" log).
     unpainted: RefCell<Vec<String>>,
 }
@@ -181,6 +193,8 @@ impl View {
             banner_gen: Cell::new(0),
             chosen: Cell::new(None),
             last: RefCell::new(None),
+            animating: Cell::new(false),
+            strip_key: RefCell::new(String::new()),
             unpainted: RefCell::new(Vec::new()),
         });
 
@@ -208,21 +222,6 @@ impl View {
         });
         view.window.add_controller(keys);
 
-        // Bars grow smoothly toward their new length, one step per frame.
-        let v = Rc::downgrade(&view);
-        view.window.add_tick_callback(move |_, _| {
-            if let Some(view) = v.upgrade() {
-                for row in view.rows.borrow().iter() {
-                    let now = row.fill.fraction();
-                    let target = row.target.get();
-                    if (now - target).abs() > 0.001 {
-                        row.fill.set_fraction(now + (target - now) * 0.2);
-                    }
-                }
-            }
-            glib::ControlFlow::Continue
-        });
-
         // Tests (and curious operators) learn from the log when a state has
         // actually been painted, not just applied.
         let v = Rc::downgrade(&view);
@@ -249,7 +248,38 @@ impl View {
         view
     }
 
-    fn step(&self, by: i64) {
+    /// Bars grow smoothly toward their new length, one step per frame, for
+    /// as long as one is moving (no frames are asked for when idle).
+    fn animate(self: &Rc<Self>) {
+        if self.animating.replace(true) {
+            return;
+        }
+        let v = Rc::downgrade(self);
+        self.window.add_tick_callback(move |_, _| {
+            let Some(view) = v.upgrade() else {
+                return glib::ControlFlow::Break;
+            };
+            let mut moving = false;
+            for row in view.rows.borrow().iter() {
+                let now = row.fill.fraction();
+                let target = row.target.get();
+                if (now - target).abs() > 0.002 {
+                    row.fill.set_fraction(now + (target - now) * 0.2);
+                    moving = true;
+                } else if now != target {
+                    row.fill.set_fraction(target);
+                }
+            }
+            if moving {
+                glib::ControlFlow::Continue
+            } else {
+                view.animating.set(false);
+                glib::ControlFlow::Break
+            }
+        });
+    }
+
+    fn step(self: &Rc<Self>, by: i64) {
         let Some(snap) = self.last.borrow().clone() else {
             return;
         };
@@ -271,7 +301,7 @@ impl View {
             .unwrap_or(0)
     }
 
-    fn state(&self, snap: &Arc<Snapshot>) {
+    fn state(self: &Rc<Self>, snap: &Arc<Snapshot>) {
         let previous_active = self
             .last
             .borrow()
@@ -283,6 +313,7 @@ impl View {
         *self.last.borrow_mut() = Some(snap.clone());
         self.render_poll(snap);
         self.render_status(snap);
+        self.animate();
     }
 
     fn render_poll(&self, snap: &Snapshot) {
@@ -373,6 +404,27 @@ impl View {
     }
 
     fn render_status(&self, snap: &Snapshot) {
+        let key: String = snap
+            .readers
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}:{:?}:{}:{:?};",
+                    r.id,
+                    r.status,
+                    r.frames_bad > 0,
+                    r.last_error
+                )
+            })
+            .collect();
+        if *self.strip_key.borrow() != key {
+            self.render_readers(snap);
+            *self.strip_key.borrow_mut() = key;
+        }
+        self.render_status_line(snap);
+    }
+
+    fn render_readers(&self, snap: &Snapshot) {
         while let Some(child) = self.readers.first_child() {
             self.readers.remove(&child);
         }
@@ -388,6 +440,9 @@ impl View {
             dot.set_tooltip_text(r.last_error.as_deref());
             self.readers.append(&dot);
         }
+    }
+
+    fn render_status_line(&self, snap: &Snapshot) {
         let up = snap
             .readers
             .iter()
