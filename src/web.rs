@@ -366,6 +366,14 @@ pub struct SseHub {
     tx: broadcast::Sender<Bytes>,
 }
 
+/// Above this many open streams the hub batches: events that arrive within
+/// [`BATCH_WINDOW`] of the previous send go out together, and of several
+/// tallies of one poll only the newest. With few listeners every event
+/// leaves at once; with thousands, each stream gets at most ~20 writes a
+/// second instead of two per tap, which is what keeps the intake responsive.
+const BATCH_ABOVE: usize = 100;
+const BATCH_WINDOW: Duration = Duration::from_millis(50);
+
 impl SseHub {
     #[must_use]
     pub fn start(station: &StationHandle, shutdown: CancellationToken) -> Self {
@@ -374,32 +382,67 @@ impl SseHub {
         let out = tx.clone();
         let station = station.clone();
         tokio::spawn(async move {
+            let mut last_send = tokio::time::Instant::now() - BATCH_WINDOW;
             loop {
-                let event = tokio::select! {
+                let first = tokio::select! {
                     () = shutdown.cancelled() => return,
                     e = events.recv() => e,
                 };
-                let frame = match event {
-                    Ok(e) => {
-                        // Whatever else is already waiting goes out in the same
-                        // write: a tap and its tally are one wake-up per client.
-                        let mut frame = encode(&e).to_vec();
-                        for _ in 0..64 {
-                            match events.try_recv() {
-                                Ok(e) => frame.extend_from_slice(&encode(&e)),
-                                Err(_) => break,
-                            }
-                        }
-                        Bytes::from(frame)
+                let mut batch = match first {
+                    Ok(e) => vec![e],
+                    Err(RecvError::Lagged(_)) => {
+                        let _ = out.send(resync_frames(&station.snapshot()));
+                        continue;
                     }
-                    Err(RecvError::Lagged(_)) => resync_frames(&station.snapshot()),
                     Err(RecvError::Closed) => return,
                 };
-                let _ = out.send(frame);
+                if out.receiver_count() > BATCH_ABOVE {
+                    let until = last_send + BATCH_WINDOW;
+                    loop {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(until) => break,
+                            e = events.recv() => match e {
+                                Ok(e) => batch.push(e),
+                                Err(_) => break,
+                            },
+                        }
+                    }
+                }
+                // Whatever else is already waiting goes out in the same write:
+                // a tap and its tally are one wake-up per client.
+                while batch.len() < 4096 {
+                    match events.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+                let _ = out.send(encode_batch(&batch));
+                last_send = tokio::time::Instant::now();
             }
         });
         Self { tx }
     }
+}
+
+/// Encode events in order, keeping only the newest tally of each poll.
+fn encode_batch(batch: &[Event]) -> Bytes {
+    // Walk backwards so the newest tally of a poll is the one kept.
+    let mut seen_polls: Vec<&str> = Vec::new();
+    let mut keep: Vec<&Event> = Vec::with_capacity(batch.len());
+    for e in batch.iter().rev() {
+        if let Event::Tally(t) = e {
+            if seen_polls.contains(&t.poll.as_str()) {
+                continue;
+            }
+            seen_polls.push(&t.poll);
+        }
+        keep.push(e);
+    }
+    let mut frame = Vec::new();
+    for e in keep.into_iter().rev() {
+        frame.extend_from_slice(&encode(e));
+    }
+    Bytes::from(frame)
 }
 
 /// Counts a client stream while it exists.
@@ -701,4 +744,39 @@ fn csv_line(t: &Tap) -> String {
         "{},{},{},{},{},{},{},{}\n",
         t.station, t.seq, t.reader, t.tag, t.at, iso, t.poll, t.answer
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tally::TallyView;
+
+    fn tally(poll: &str, total: u64) -> Event {
+        Event::Tally(TallyView {
+            poll: poll.into(),
+            total,
+            answers: Vec::new(),
+            last_tap: None,
+        })
+    }
+
+    #[test]
+    fn a_batch_keeps_every_other_event_and_the_newest_tally_per_poll() {
+        let batch = vec![
+            tally("a", 1),
+            tally("b", 1),
+            tally("a", 2),
+            tally("a", 3),
+            tally("b", 2),
+        ];
+        let text = String::from_utf8(encode_batch(&batch).to_vec()).unwrap();
+        let totals: Vec<&str> = text.lines().filter(|l| l.starts_with("data:")).collect();
+        assert_eq!(
+            totals,
+            [
+                r#"data: {"poll":"a","total":3,"answers":[],"last_tap":null}"#,
+                r#"data: {"poll":"b","total":2,"answers":[],"last_tap":null}"#
+            ]
+        );
+    }
 }
