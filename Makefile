@@ -1,6 +1,8 @@
 # The two commands: `make demo` and `make test`. Each installs what is
 # missing (Debian packages via apt-get), then builds and runs.
 
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 
@@ -15,7 +17,9 @@ test:
 	scripts/install-deps test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --all-features -- -D warnings
-	$(CARGO) test --all-features
+	mkdir -p target
+	$(CARGO) test --all-features 2>&1 | tee target/test.log
+	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "total: %d passed, %d failed\n", p, f}' target/test.log
 
 build:
 	$(CARGO) build --release
