@@ -18,6 +18,8 @@ pub struct Running {
     pub admin_token: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     station_task: tokio::task::JoinHandle<()>,
+    /// Serves the event streams; see [`fanout_runtime`].
+    fanout: tokio::runtime::Runtime,
 }
 
 /// Start everything the config asks for. Returns once the store is open and
@@ -48,22 +50,13 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         },
         config.http.request_timeout,
     );
-    let http_shutdown = shutdown.clone();
-    // Small SSE writes must leave at once: without TCP_NODELAY, Nagle holds a
-    // second event until the client ACKs the first (delayed ACK: up to 40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let http = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let fanout = fanout_runtime()?;
+    let http = tokio::spawn(serve(
+        listener,
+        app,
+        fanout.handle().clone(),
+        shutdown.clone(),
+    ));
     let mut tasks = vec![http];
     tasks.extend(crate::reader::spawn_all(
         &config.readers,
@@ -77,6 +70,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         admin_token,
         tasks,
         station_task,
+        fanout,
     })
 }
 
@@ -96,6 +90,111 @@ impl Running {
                 abort.abort();
             }
         }
+        // Streams ended with the shutdown token; don't wait for stragglers.
+        self.fanout.shutdown_background();
+    }
+}
+
+/// The event streams get a runtime of their own, on threads that yield to
+/// everything else (nice 10). A change goes out to every open stream at
+/// once; with thousands of them that burst would otherwise sit in the same
+/// run queue as the tap a voter is waiting for.
+fn fanout_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sse")
+        .on_thread_start(|| {
+            // SAFETY: setpriority on the calling thread (who = 0); no memory involved.
+            let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            if rc != 0 {
+                tracing::debug!("cannot lower the priority of an SSE thread");
+            }
+        })
+        .enable_all()
+        .build()
+        .context("cannot start the event-stream runtime")
+}
+
+/// Accept HTTP connections until `shutdown`. A connection whose first
+/// request is `GET /api/v1/events` is served on the fan-out runtime, every
+/// other one here. Sockets get TCP_NODELAY: small SSE writes must leave at
+/// once (with Nagle, a second event waits for the client's delayed ACK).
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    fanout: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: say so, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let fanout = fanout.clone();
+        tokio::spawn(async move {
+            if is_event_stream(&tcp).await {
+                match tcp.into_std() {
+                    Ok(std) => {
+                        fanout.spawn(async move {
+                            match tokio::net::TcpStream::from_std(std) {
+                                Ok(tcp) => serve_connection(tcp, app).await,
+                                Err(e) => tracing::debug!(error = %e, "cannot move a stream"),
+                            }
+                        });
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cannot move a stream"),
+                }
+            } else {
+                serve_connection(tcp, app).await;
+            }
+        });
+    }
+}
+
+/// Peek (without consuming) at the request line.
+async fn is_event_stream(tcp: &tokio::net::TcpStream) -> bool {
+    const WANT: &[u8] = b"GET /api/v1/events";
+    let mut buf = [0u8; 32];
+    let peek = async {
+        loop {
+            match tcp.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n >= WANT.len() || buf[..n].contains(&b'\n') => {
+                    return buf[..n].starts_with(WANT);
+                }
+                // Only part of the line so far (rare: a request line comes
+                // in one segment): give the rest a moment to arrive.
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), peek)
+        .await
+        .unwrap_or(false)
+}
+
+async fn serve_connection(tcp: tokio::net::TcpStream, app: axum::Router) {
+    use hyper::body::Incoming;
+    use tower::ServiceExt;
+    let service =
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| app.clone().oneshot(req));
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades()
+        .await
+    {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
     }
 }
 
