@@ -2,7 +2,8 @@
 //!
 //! Runs the real `pollstation` binary on loopback, opens 10,000 concurrent
 //! `GET /api/v1/events` streams from this process (bounded: a fixed count,
-//! a deadline, loopback only), then:
+//! a deadline, loopback only; the stream readers run at nice 19 as stand-ins
+//! for browsers on other machines), then:
 //! - injects taps and times, for every stream, from the POST to the arrival
 //!   of the `tally` event that carries the new total (p50/p99 over all
 //!   streams and taps);
@@ -104,6 +105,19 @@ fn main() {
     let base = format!("http://{addr}");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
+    // The 10,000 readers stand in for browsers on other machines: they run
+    // on their own threads at the lowest priority, so they take only the
+    // CPU the station leaves (the tap-timing client stays at normal priority).
+    let readers_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(|| {
+            // SAFETY: setpriority on the calling thread; no memory involved.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+        })
+        .enable_all()
+        .build()
+        .unwrap();
+    let readers = readers_rt.handle().clone();
     rt.block_on(async {
         let client = reqwest::Client::new();
         let idle = tap_latencies(&client, &base, &token, 0, 500).await;
@@ -120,7 +134,7 @@ fn main() {
             let mut want_rx = want_tx.subscribe();
             let seen = seen_tx.clone();
             let addr = addr.clone();
-            tokio::spawn(async move {
+            readers.spawn(async move {
                 let mut s = TcpStream::connect(&addr).await.expect("connect");
                 s.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
                     .await
@@ -213,6 +227,7 @@ fn main() {
             pct(&loaded, 0.99)
         );
     });
+    readers_rt.shutdown_background();
     let _ = Command::new("kill").arg(pid.to_string()).status();
     let _ = child.wait();
 }

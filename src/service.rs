@@ -96,7 +96,7 @@ impl Running {
 }
 
 /// The event streams get a runtime of their own, on threads that yield to
-/// everything else (nice 10). A change goes out to every open stream at
+/// everything else (nice 19). A change goes out to every open stream at
 /// once; with thousands of them that burst would otherwise sit in the same
 /// run queue as the tap a voter is waiting for.
 fn fanout_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -105,7 +105,7 @@ fn fanout_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .thread_name("sse")
         .on_thread_start(|| {
             // SAFETY: setpriority on the calling thread (who = 0); no memory involved.
-            let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
             if rc != 0 {
                 tracing::debug!("cannot lower the priority of an SSE thread");
             }
