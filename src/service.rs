@@ -2,6 +2,8 @@
 //! in order (stop intake → flush the store → close streams).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -115,9 +117,14 @@ fn fanout_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the event-stream runtime")
 }
 
+/// Event streams served on the main runtime before the rest go to the
+/// fan-out runtime: a projector and a few screens get full priority, a crowd
+/// of phones gets what is left.
+const PRIORITY_STREAMS: usize = 50;
+
 /// Accept HTTP connections until `shutdown`. A connection whose first
-/// request is `GET /api/v1/events` is served on the fan-out runtime, every
-/// other one here. Sockets get TCP_NODELAY: small SSE writes must leave at
+/// request is `GET /api/v1/events` is served on the fan-out runtime once
+/// [`PRIORITY_STREAMS`] streams are open here; every other one here. Sockets get TCP_NODELAY: small SSE writes must leave at
 /// once (with Nagle, a second event waits for the client's delayed ACK).
 async fn serve(
     listener: TcpListener,
@@ -125,6 +132,14 @@ async fn serve(
     fanout: tokio::runtime::Handle,
     shutdown: CancellationToken,
 ) {
+    /// Counts a stream on the main runtime while its connection lives.
+    struct Priority(Arc<AtomicUsize>);
+    impl Drop for Priority {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let priority = Arc::new(AtomicUsize::new(0));
     loop {
         let (tcp, _) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -141,8 +156,14 @@ async fn serve(
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let fanout = fanout.clone();
+        let priority = priority.clone();
         tokio::spawn(async move {
-            if is_event_stream(&tcp).await {
+            let stream = is_event_stream(&tcp).await;
+            if stream && priority.fetch_add(1, Ordering::Relaxed) < PRIORITY_STREAMS {
+                let _slot = Priority(priority);
+                serve_connection(tcp, app).await;
+            } else if stream {
+                priority.fetch_sub(1, Ordering::Relaxed);
                 match tcp.into_std() {
                     Ok(std) => {
                         fanout.spawn(async move {
