@@ -754,8 +754,10 @@ impl Station {
                     }
                 }
                 self.prune_recent(now);
-                // Answer the senders first: a reply is one wake-up, an
-                // announcement may be thousands (every SSE client).
+                // The state first (a sender that reads back after its 201
+                // sees its tap), then the senders (one wake-up each), then
+                // the announcements (possibly thousands of SSE clients).
+                self.publish_snapshot();
                 for w in waiters {
                     let (i, reply, repeat) = match w {
                         Waiter::New(i, r) => (i, r, false),

@@ -445,6 +445,12 @@ fn encode_batch(batch: &[Event]) -> Bytes {
     Bytes::from(frame)
 }
 
+/// Too slow to keep up: skip what was missed, send the whole state.
+fn lagged(open: &OpenStream, missed: u64) -> Bytes {
+    tracing::debug!(missed, "SSE client lagged; sending a fresh snapshot");
+    resync_frames(&open.0.snapshot())
+}
+
 /// Counts a client stream while it exists.
 struct OpenStream(StationHandle);
 
@@ -454,24 +460,39 @@ impl Drop for OpenStream {
     }
 }
 
+/// The first streams (the projector, the screens) read the Station's events
+/// directly, one hop less; beyond this many open streams a new one takes the
+/// hub's shared, batched frames instead.
+const DIRECT_STREAMS: i64 = 50;
+
 async fn events(State(s): State<AppState>) -> Response {
+    let crowd = s.station.metrics().sse_clients.inc() >= DIRECT_STREAMS;
+    let open = OpenStream(s.station.clone());
     // Subscribe before taking the snapshot, so nothing falls between them.
-    let rx = s.hub.tx.subscribe();
+    let live = if crowd {
+        let rx = s.hub.tx.subscribe();
+        futures_util::stream::unfold((rx, open), |(mut rx, open)| async move {
+            let frame = match rx.recv().await {
+                Ok(b) => b,
+                Err(RecvError::Lagged(n)) => lagged(&open, n),
+                Err(RecvError::Closed) => return None,
+            };
+            Some((Ok::<_, Infallible>(frame), (rx, open)))
+        })
+        .boxed()
+    } else {
+        let rx = s.station.subscribe();
+        futures_util::stream::unfold((rx, open), |(mut rx, open)| async move {
+            let frame = match rx.recv().await {
+                Ok(e) => encode(&e),
+                Err(RecvError::Lagged(n)) => lagged(&open, n),
+                Err(RecvError::Closed) => return None,
+            };
+            Some((Ok::<_, Infallible>(frame), (rx, open)))
+        })
+        .boxed()
+    };
     let first = resync_frames(&s.station.snapshot());
-    s.station.metrics().sse_clients.inc();
-    let state = (rx, OpenStream(s.station.clone()));
-    let live = futures_util::stream::unfold(state, |(mut rx, open)| async move {
-        let frame = match rx.recv().await {
-            Ok(b) => b,
-            Err(RecvError::Lagged(n)) => {
-                // Too slow to keep up: skip what was missed, send the state.
-                tracing::debug!(missed = n, "SSE client lagged; sending a fresh snapshot");
-                resync_frames(&open.0.snapshot())
-            }
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok::<_, Infallible>(frame), (rx, open)))
-    });
     let mut keepalive = tokio::time::interval(Duration::from_secs(15));
     keepalive.reset(); // the first tick after 15 s, not now
     let keepalive = tokio_stream::wrappers::IntervalStream::new(keepalive)
