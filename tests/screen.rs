@@ -272,7 +272,8 @@ answer = "sushi"
     ] {
         assert_eq!(st.tap(reader, tag).await, 201);
     }
-    st.wait_line(|l| l.contains("screen updated") && l.contains("total=3"));
+    // Painted, not just applied: the screenshot must show the new state.
+    st.wait_line(|l| l.contains("screen painted") && l.contains("total=3"));
     st.wait_line(|l| l.contains("screen painted") && l.contains("thanks counted=true"));
     let text = screenshot_text(&x, "screen-tally.png");
     for want in [
