@@ -293,6 +293,8 @@ struct Station {
     next_seq: u64,
     last_at: i64,
     taps_logged: u64,
+    /// A change not yet in the published snapshot (reader reports).
+    unpublished: bool,
     /// `taps_logged` at the last snapshot; `None` when the stored snapshot
     /// (if any) is behind the state.
     snapshot_taps: Option<u64>,
@@ -450,6 +452,7 @@ pub fn start(
         next_seq: rec.next_seq,
         last_at: rec.last_at,
         taps_logged: rec.taps as u64,
+        unpublished: false,
         snapshot_taps: (rec.from_snapshot && rec.replayed == 0).then_some(rec.taps as u64),
         store: store.clone(),
         store_health: StoreHealth {
@@ -627,7 +630,10 @@ impl Station {
             }
         }
         self.commit_taps(taps, waiters).await;
-        self.publish_snapshot();
+        // Commits and actions publish as they happen; only reader reports wait.
+        if self.unpublished {
+            self.publish_snapshot();
+        }
     }
 
     fn prepare_tap(
@@ -889,6 +895,7 @@ impl Station {
         }
         if changed {
             let _ = self.events.send(Event::Reader(state.clone()));
+            self.unpublished = true;
         }
     }
 
@@ -903,6 +910,7 @@ impl Station {
     }
 
     fn publish_snapshot(&mut self) -> Arc<Snapshot> {
+        self.unpublished = false;
         self.store_health.taps = self.taps_logged;
         let snap = Arc::new(Snapshot {
             station: self.id.to_string(),
