@@ -23,6 +23,25 @@ pub struct Config {
     pub polls: Vec<PollDef>,
     pub readers: Vec<ReaderConfig>,
     pub screen: ScreenConfig,
+    pub network: NetworkConfig,
+    pub hotplug: HotplugConfig,
+}
+
+/// NetworkManager over the system bus.
+#[derive(Debug, Clone, Copy)]
+pub struct NetworkConfig {
+    pub watch: bool,
+    /// A new network state counts once it has held this long.
+    pub debounce: Duration,
+}
+
+/// Reader hotplug through systemd's device units over the system bus.
+#[derive(Debug, Clone)]
+pub struct HotplugConfig {
+    pub enabled: bool,
+    /// Device units of readers the config does not name yet (shown to the
+    /// operator, who can bind them): our udev rule's `/dev/rfid/*` names.
+    pub pattern: String,
 }
 
 /// The GTK screen (built with the `gtk` feature).
@@ -147,6 +166,32 @@ pub struct ReaderConfig {
     pub pulse: Duration,
 }
 
+impl ReaderConfig {
+    /// A reader with every optional setting at its default (as a config
+    /// entry naming only id, device, protocol and binding would give).
+    #[must_use]
+    pub fn with_defaults(
+        id: String,
+        device: PathBuf,
+        protocol: Protocol,
+        binding: Binding,
+    ) -> Self {
+        Self {
+            id,
+            device,
+            protocol,
+            baud: None,
+            binding,
+            uid_order: UidOrder::AsRead,
+            absence: Duration::from_millis(default_absence_ms()),
+            poll_interval: Duration::from_millis(*default_poll_interval_ms().get_ref()),
+            feedback_counted: Some(default_feedback_counted()),
+            feedback_refused: Some(default_feedback_refused()),
+            pulse: Duration::from_millis(default_pulse_ms()),
+        }
+    }
+}
+
 /// One problem in a config file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -203,6 +248,54 @@ struct RawConfig {
     readers: Vec<RawReader>,
     #[serde(default)]
     screen: RawScreen,
+    #[serde(default)]
+    network: RawNetwork,
+    #[serde(default)]
+    hotplug: RawHotplug,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    #[serde(default = "yes")]
+    watch: bool,
+    #[serde(default = "default_network_debounce_ms")]
+    debounce_ms: Spanned<u64>,
+}
+
+impl Default for RawNetwork {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce_ms: default_network_debounce_ms(),
+        }
+    }
+}
+
+fn default_network_debounce_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 1500)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHotplug {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default = "default_hotplug_pattern")]
+    pattern: Spanned<String>,
+}
+
+impl Default for RawHotplug {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            pattern: default_hotplug_pattern(),
+        }
+    }
+}
+
+fn default_hotplug_pattern() -> Spanned<String> {
+    Spanned::new(0..0, "dev-rfid-*.device".into())
 }
 
 #[derive(Debug, Deserialize)]
@@ -359,7 +452,9 @@ impl Config {
     }
 }
 
-fn valid_id(s: &str) -> bool {
+/// Whether `s` is usable as an id (station, poll, answer, reader).
+#[must_use]
+pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.chars()
@@ -622,6 +717,23 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
         }
     }
 
+    // [network], [hotplug]
+    if *raw.network.debounce_ms.get_ref() > 60_000 {
+        problem(
+            raw.network.debounce_ms.span(),
+            "network debounce_ms must be at most 60000".into(),
+        );
+    }
+    if !raw.hotplug.pattern.get_ref().ends_with(".device") {
+        problem(
+            raw.hotplug.pattern.span(),
+            format!(
+                "hotplug pattern {:?} must match device units (end in \".device\")",
+                raw.hotplug.pattern.get_ref()
+            ),
+        );
+    }
+
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -642,6 +754,14 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
         screen: ScreenConfig {
             enabled: raw.screen.enabled,
             fullscreen: raw.screen.fullscreen,
+        },
+        network: NetworkConfig {
+            watch: raw.network.watch,
+            debounce: Duration::from_millis(*raw.network.debounce_ms.get_ref()),
+        },
+        hotplug: HotplugConfig {
+            enabled: raw.hotplug.enabled,
+            pattern: raw.hotplug.pattern.into_inner(),
         },
     })
 }

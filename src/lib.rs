@@ -15,6 +15,8 @@
 //! - outside systems, each a client of the Station:
 //!   - [`reader`]: serial RFID readers (one task each; codecs per protocol);
 //!   - [`web`]: HTTP API, SSE, results page (axum);
+//!   - [`network`]: NetworkManager's online/offline over D-Bus (zbus);
+//!   - [`hotplug`]: readers plugged in and out, from systemd's device units (zbus);
 //!   - `screen`: the GTK tally screen (feature `gtk`), on the main thread;
 //! - [`sim`]: simulated readers on pseudo-terminals (demo, tests, `pollstation sim`);
 //! - [`metrics`]: Prometheus metrics;
@@ -23,7 +25,9 @@
 
 pub mod config;
 pub mod demo;
+pub mod hotplug;
 pub mod metrics;
+pub mod network;
 pub mod poll;
 pub mod reader;
 #[cfg(feature = "gtk")]

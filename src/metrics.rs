@@ -14,12 +14,17 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::station::{ReaderStatus, Snapshot};
+use crate::station::{NetState, ReaderStatus, Snapshot};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TapLabels {
     pub reader: String,
     pub counted: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,6 +46,8 @@ pub struct Metrics {
     frames_bad: Family<ReaderLabels, Gauge<u64, AtomicU64>>,
     store_writable: Gauge,
     taps_logged: Gauge<u64, AtomicU64>,
+    network: Family<StateLabels, Gauge>,
+    unbound_devices: Gauge,
 }
 
 impl Default for Metrics {
@@ -109,6 +116,18 @@ impl Metrics {
         );
         let taps_logged = Gauge::<u64, AtomicU64>::default();
         registry.register("log_taps", "Taps in the log", taps_logged.clone());
+        let network = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "network_state",
+            "1 for the network state NetworkManager reports (online, limited, offline, unknown)",
+            network.clone(),
+        );
+        let unbound_devices = Gauge::default();
+        registry.register(
+            "hotplug_unbound_devices",
+            "Plugged-in reader devices that no reader is bound to",
+            unbound_devices.clone(),
+        );
         Self {
             registry,
             taps,
@@ -121,6 +140,8 @@ impl Metrics {
             frames_bad,
             store_writable,
             taps_logged,
+            network,
+            unbound_devices,
         }
     }
 
@@ -141,6 +162,20 @@ impl Metrics {
         self.readers_connected.set(connected);
         self.store_writable.set(i64::from(snap.store.writable));
         self.taps_logged.set(snap.store.taps);
+        for state in [
+            NetState::Online,
+            NetState::Limited,
+            NetState::Offline,
+            NetState::Unknown,
+        ] {
+            self.network
+                .get_or_create(&StateLabels {
+                    state: state.as_str().into(),
+                })
+                .set(i64::from(snap.network.state == state));
+        }
+        self.unbound_devices
+            .set(i64::try_from(snap.hotplug.unbound.len()).unwrap_or(i64::MAX));
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot encode metrics");

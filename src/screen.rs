@@ -448,7 +448,17 @@ impl View {
             .iter()
             .filter(|r| r.status == ReaderStatus::Connected)
             .count();
-        let mut status = format!("readers {up}/{} · network unknown", snap.readers.len());
+        let mut status = format!(
+            "readers {up}/{} · network {}",
+            snap.readers.len(),
+            snap.network.state.as_str()
+        );
+        if !snap.hotplug.unbound.is_empty() {
+            status.push_str(&format!(
+                " · {} new reader(s) plugged in: bind on the operator page",
+                snap.hotplug.unbound.len()
+            ));
+        }
         if !snap.store.writable {
             status.push_str(" · VOTES ARE NOT BEING RECORDED: ");
             status.push_str(snap.store.error.as_deref().unwrap_or("store failing"));

@@ -24,13 +24,14 @@ pub struct Running {
 /// the HTTP listener is bound.
 pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-    let (station, station_task) =
-        station::start(config, shutdown.clone(), metrics).with_context(|| {
-            format!(
-                "cannot open the log in {}",
-                config.station.data_dir.display()
-            )
-        })?;
+    let started = station::start(config, shutdown.clone(), metrics).with_context(|| {
+        format!(
+            "cannot open the log in {}",
+            config.station.data_dir.display()
+        )
+    })?;
+    let station = started.handle;
+    let station_task = started.task;
     let admin_token = web::admin_token(
         &config.station.data_dir,
         config.http.admin_token_file.as_deref(),
@@ -64,12 +65,28 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
-    let mut tasks = vec![http];
-    tasks.extend(crate::reader::spawn_all(
-        &config.readers,
-        &station.sender(),
-        &shutdown,
-    ));
+    let devices = crate::hotplug::Devices::default();
+    let tasks = vec![
+        http,
+        tokio::spawn(crate::network::run(
+            config.network,
+            station.sender(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(crate::hotplug::run(
+            config.hotplug.clone(),
+            devices.clone(),
+            station.sender(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(crate::reader::supervise(
+            config.readers.clone(),
+            started.new_readers,
+            station.sender(),
+            devices,
+            shutdown.clone(),
+        )),
+    ];
     tracing::info!(station = %config.station.id, "listening on http://{http_addr}");
     Ok(Running {
         station,

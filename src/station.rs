@@ -20,10 +20,10 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Binding, Config, Protocol};
+use crate::config::{Binding, Config, Protocol, ReaderConfig};
 use crate::metrics::{Metrics, TapLabels};
 use crate::poll::{PollDef, TagUid, Tap, TapKey};
-use crate::store::{Action, ActionKind, CommitStats, Record, Store, StoreError};
+use crate::store::{Action, ActionKind, BoundReader, CommitStats, Record, Store, StoreError};
 use crate::tally::{Applied, Tallies, TallyView};
 
 /// Most commands taken into one batch.
@@ -63,6 +63,21 @@ pub enum ActionError {
     #[error("no poll {0:?} is configured")]
     UnknownPoll(String),
     #[error("the action could not be recorded: {0}")]
+    Store(StoreError),
+    #[error("the station is shutting down")]
+    ShuttingDown,
+}
+
+/// Why binding a new reader was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    #[error("reader id {0:?} is already in use")]
+    DuplicateId(String),
+    #[error("device {0} is already read by reader {1:?}")]
+    DeviceInUse(String, String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the binding could not be recorded: {0}")]
     Store(StoreError),
     #[error("the station is shutting down")]
     ShuttingDown,
@@ -114,6 +129,75 @@ pub enum Command {
     },
     /// A reader's status changed.
     Reader(ReaderReport),
+    /// NetworkManager's view changed.
+    Network(NetworkStatus),
+    /// The devices systemd knows changed (or whether it can be asked).
+    Hotplug(HotplugStatus),
+    /// Add a reader at runtime (the operator binds a plugged-in device).
+    BindReader {
+        reader: ReaderConfig,
+        reply: oneshot::Sender<Result<ReaderState, BindError>>,
+    },
+}
+
+/// Whether the station can reach the world, as NetworkManager says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetState {
+    Online,
+    /// Connected, but only locally or behind a portal.
+    Limited,
+    Offline,
+    /// No NetworkManager, no system bus, or not watched.
+    Unknown,
+}
+
+impl NetState {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetState::Online => "online",
+            NetState::Limited => "limited",
+            NetState::Offline => "offline",
+            NetState::Unknown => "unknown",
+        }
+    }
+}
+
+/// The network as the outputs show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkStatus {
+    pub state: NetState,
+    pub detail: String,
+    /// Since when (ms since the epoch).
+    pub since: i64,
+}
+
+/// Whether reader hotplug is followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HotplugState {
+    Watching,
+    Unavailable,
+    Disabled,
+}
+
+/// What the hotplug watcher reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HotplugStatus {
+    pub state: HotplugState,
+    pub detail: String,
+    /// Device paths matching `[hotplug] pattern` that are plugged in.
+    pub devices: Vec<String>,
+}
+
+/// Hotplug as the outputs show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HotplugView {
+    pub state: HotplugState,
+    pub detail: String,
+    /// Plugged-in reader devices no reader is configured for.
+    pub unbound: Vec<String>,
 }
 
 /// A poll's definition and live state, as the API lists it.
@@ -166,6 +250,8 @@ pub struct Snapshot {
     pub tallies: Vec<TallyView>,
     pub readers: Vec<ReaderState>,
     pub store: StoreHealth,
+    pub network: NetworkStatus,
+    pub hotplug: HotplugView,
 }
 
 impl Snapshot {
@@ -252,6 +338,17 @@ impl StationHandle {
         rx.await.map_err(|_| ActionError::ShuttingDown)?
     }
 
+    /// Add a reader at runtime, durably; its task is started by whoever
+    /// holds the receiver `start` returned.
+    pub async fn bind_reader(&self, reader: ReaderConfig) -> Result<ReaderState, BindError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::BindReader { reader, reply })
+            .await
+            .map_err(|_| BindError::ShuttingDown)?;
+        rx.await.map_err(|_| BindError::ShuttingDown)?
+    }
+
     /// Raw command sender, for input tasks that don't wait for replies.
     #[must_use]
     pub fn sender(&self) -> mpsc::Sender<Command> {
@@ -300,6 +397,10 @@ struct Station {
     snapshot_taps: Option<u64>,
     store: Store,
     store_health: StoreHealth,
+    network: NetworkStatus,
+    hotplug: HotplugStatus,
+    /// Readers bound at runtime go here to get a task.
+    new_readers: mpsc::UnboundedSender<ReaderConfig>,
     started_at: i64,
     state_tx: watch::Sender<Arc<Snapshot>>,
     events: broadcast::Sender<Event>,
@@ -316,12 +417,21 @@ enum Waiter {
     Repeat(usize, TapReply),
 }
 
+/// A started Station.
+pub struct Started {
+    pub handle: StationHandle,
+    pub task: tokio::task::JoinHandle<()>,
+    /// Readers to start a task for beyond the config's: those bound at
+    /// runtime (the logged ones arrive at once).
+    pub new_readers: mpsc::UnboundedReceiver<ReaderConfig>,
+}
+
 /// Open the store, rebuild the state from the log, and start the Station.
 pub fn start(
     config: &Config,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
-) -> Result<(StationHandle, tokio::task::JoinHandle<()>), StoreError> {
+) -> Result<Started, StoreError> {
     std::fs::create_dir_all(&config.station.data_dir).map_err(|e| {
         StoreError::Io(format!(
             "cannot create the data directory {}: {e}",
@@ -345,6 +455,7 @@ pub fn start(
     });
     let started = std::time::Instant::now();
     let tallies = std::cell::RefCell::new(Tallies::new(&config.polls));
+    let mut bound: Vec<BoundReader> = Vec::new();
     let restore = |data: &[u8]| match serde_json::from_slice(data) {
         Ok(state) => match Tallies::from_state(&config.polls, state) {
             Some(t) => {
@@ -382,6 +493,7 @@ pub fn start(
                     "logged tap names a poll or answer no longer in the config; kept in the log, not counted");
             }
         }
+        Record::Reader(b) => bound.push(b),
         Record::Snapshot { .. } => {}
     })?;
     let tallies = tallies.into_inner();
@@ -401,21 +513,24 @@ pub fn start(
         "log replayed"
     );
 
-    let readers: Vec<ReaderState> = config
-        .readers
-        .iter()
-        .map(|r| ReaderState {
-            id: r.id.clone(),
-            status: ReaderStatus::Disconnected,
-            binding: r.binding.clone(),
-            protocol: r.protocol,
-            device: r.device.display().to_string(),
-            last_error: Some("not opened yet".into()),
-            frames_ok: 0,
-            frames_bad: 0,
-            taps: 0,
-        })
-        .collect();
+    let mut readers: Vec<ReaderState> = config.readers.iter().map(reader_state).collect();
+    let (new_readers_tx, new_readers) = mpsc::unbounded_channel();
+    for b in bound {
+        let cfg = b.into_config();
+        if let Some(r) = readers
+            .iter()
+            .find(|r| r.id == cfg.id || r.device == cfg.device.display().to_string())
+        {
+            tracing::info!(reader = %cfg.id, configured = %r.id, "a reader bound at runtime is now in the config; the config wins");
+            continue;
+        }
+        if let Err(e) = validate_binding(&cfg.binding, &config.polls) {
+            tracing::warn!(reader = %cfg.id, error = %e, "a reader bound at runtime no longer fits the polls; not started");
+            continue;
+        }
+        readers.push(reader_state(&cfg));
+        let _ = new_readers_tx.send(cfg);
+    }
     let reader_index = readers
         .iter()
         .enumerate()
@@ -436,6 +551,12 @@ pub fn start(
             taps: 0,
             last_commit_ms: None,
             startup: startup_info,
+        },
+        network: unknown_network(),
+        hotplug: HotplugView {
+            state: HotplugState::Unavailable,
+            detail: String::new(),
+            unbound: Vec::new(),
         },
     });
     let (state_tx, state_rx) = watch::channel(placeholder);
@@ -462,6 +583,13 @@ pub fn start(
             last_commit_ms: None,
             startup: startup_info,
         },
+        network: unknown_network(),
+        hotplug: HotplugStatus {
+            state: HotplugState::Unavailable,
+            detail: "not started yet".into(),
+            devices: Vec::new(),
+        },
+        new_readers: new_readers_tx,
         started_at: now_ms(),
         state_tx,
         events: events.clone(),
@@ -478,7 +606,50 @@ pub fn start(
         metrics,
     };
     let task = tokio::spawn(station.run(rx, shutdown));
-    Ok((handle, task))
+    Ok(Started {
+        handle,
+        task,
+        new_readers,
+    })
+}
+
+fn unknown_network() -> NetworkStatus {
+    NetworkStatus {
+        state: NetState::Unknown,
+        detail: "not watched yet".into(),
+        since: now_ms(),
+    }
+}
+
+fn reader_state(r: &ReaderConfig) -> ReaderState {
+    ReaderState {
+        id: r.id.clone(),
+        status: ReaderStatus::Disconnected,
+        binding: r.binding.clone(),
+        protocol: r.protocol,
+        device: r.device.display().to_string(),
+        last_error: Some("not opened yet".into()),
+        frames_ok: 0,
+        frames_bad: 0,
+        taps: 0,
+    }
+}
+
+/// Whether a binding names what the polls have.
+fn validate_binding(binding: &Binding, polls: &[PollDef]) -> Result<(), String> {
+    match binding {
+        Binding::Slot { slot } if slot.is_ascii_uppercase() => Ok(()),
+        Binding::Slot { slot } => Err(format!(
+            "slot {slot:?} is not one answer letter (A, B, C, …)"
+        )),
+        Binding::Fixed { poll, answer } => match polls.iter().find(|p| &p.id == poll) {
+            None => Err(format!("no poll {poll:?} is configured")),
+            Some(p) if p.answer_index(answer).is_none() => {
+                Err(format!("poll {poll:?} has no answer {answer:?}"))
+            }
+            Some(_) => Ok(()),
+        },
+    }
 }
 
 /// Fail early and clearly if the data directory cannot be written: SQLite
@@ -627,6 +798,22 @@ impl Station {
                     let _ = reply.send(result);
                 }
                 Command::Reader(report) => self.apply_reader_report(report),
+                Command::Network(n) => {
+                    if n.state != self.network.state || n.detail != self.network.detail {
+                        self.network = n;
+                        self.announce_status();
+                    }
+                }
+                Command::Hotplug(h) => {
+                    if h != self.hotplug {
+                        self.hotplug = h;
+                        self.announce_status();
+                    }
+                }
+                Command::BindReader { reader, reply } => {
+                    let result = self.bind_reader(reader).await;
+                    let _ = reply.send(result);
+                }
             }
         }
         self.commit_taps(taps, waiters).await;
@@ -875,6 +1062,32 @@ impl Station {
         Ok(self.poll_state(poll).expect("poll existence checked above"))
     }
 
+    async fn bind_reader(&mut self, cfg: ReaderConfig) -> Result<ReaderState, BindError> {
+        if self.reader_index.contains_key(&cfg.id) {
+            return Err(BindError::DuplicateId(cfg.id));
+        }
+        let device = cfg.device.display().to_string();
+        if let Some(r) = self.readers.iter().find(|r| r.device == device) {
+            return Err(BindError::DeviceInUse(device, r.id.clone()));
+        }
+        validate_binding(&cfg.binding, &self.polls).map_err(BindError::Invalid)?;
+        let record = Record::Reader(BoundReader::from_config(&cfg, now_ms()));
+        match self.store.append(vec![record]).await {
+            Err(e) => {
+                self.store_failed(&e);
+                return Err(BindError::Store(e));
+            }
+            Ok(stats) => self.store_ok(stats),
+        }
+        let state = reader_state(&cfg);
+        self.reader_index.insert(cfg.id.clone(), self.readers.len());
+        self.readers.push(state.clone());
+        tracing::info!(reader = %cfg.id, device = %device, "reader bound by the operator");
+        let _ = self.new_readers.send(cfg);
+        self.announce_status();
+        Ok(state)
+    }
+
     fn apply_reader_report(&mut self, r: ReaderReport) {
         let Some(&i) = self.reader_index.get(&r.reader) else {
             return;
@@ -924,6 +1137,18 @@ impl Station {
             tallies: self.tallies.views(),
             readers: self.readers.clone(),
             store: self.store_health.clone(),
+            network: self.network.clone(),
+            hotplug: HotplugView {
+                state: self.hotplug.state,
+                detail: self.hotplug.detail.clone(),
+                unbound: self
+                    .hotplug
+                    .devices
+                    .iter()
+                    .filter(|d| !self.readers.iter().any(|r| &r.device == *d))
+                    .cloned()
+                    .collect(),
+            },
         });
         self.state_tx.send_replace(snap.clone());
         snap

@@ -18,12 +18,14 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::{Binding, Protocol, ReaderConfig};
 use crate::poll::{TagUid, Tap, TapKey};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts them.
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_snapshots.sql"),
+    include_str!("../migrations/0003_bound_readers.sql"),
 ];
 
 /// Why the log could not be written or read.
@@ -122,11 +124,41 @@ impl ActionKind {
     }
 }
 
+/// A reader the operator bound at runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundReader {
+    pub id: String,
+    pub device: String,
+    pub protocol: Protocol,
+    pub binding: Binding,
+    pub at: i64,
+}
+
+impl BoundReader {
+    #[must_use]
+    pub fn from_config(r: &ReaderConfig, at: i64) -> Self {
+        Self {
+            id: r.id.clone(),
+            device: r.device.display().to_string(),
+            protocol: r.protocol,
+            binding: r.binding.clone(),
+            at,
+        }
+    }
+
+    #[must_use]
+    pub fn into_config(self) -> ReaderConfig {
+        ReaderConfig::with_defaults(self.id, self.device.into(), self.protocol, self.binding)
+    }
+}
+
 /// One entry to append.
 #[derive(Debug, Clone)]
 pub enum Record {
     Tap(Tap),
     Action(Action),
+    /// A reader bound at runtime (replayed before the taps).
+    Reader(BoundReader),
     /// The Station's tally state, covering every tap committed so far.
     Snapshot {
         data: Vec<u8>,
@@ -285,6 +317,40 @@ impl Store {
                 };
                 rec.actions += 1;
                 on_record(Record::Action(action));
+            }
+        }
+        {
+            let mut stmt = conn.prepare(
+                "SELECT id, device, protocol, poll, answer, slot, at FROM bound_readers ORDER BY at",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let protocol: String = row.get(2)?;
+                let protocol = protocol
+                    .parse()
+                    .map_err(|e: String| StoreError::Corrupt(format!("bound reader: {e}")))?;
+                let binding = match (
+                    row.get::<_, Option<String>>(3)?,
+                    row.get::<_, Option<String>>(4)?,
+                    row.get::<_, Option<String>>(5)?,
+                ) {
+                    (Some(poll), Some(answer), None) => Binding::Fixed { poll, answer },
+                    (None, None, Some(slot)) if slot.chars().count() == 1 => Binding::Slot {
+                        slot: slot.chars().next().unwrap_or('A'),
+                    },
+                    _ => {
+                        return Err(StoreError::Corrupt(
+                            "bound reader without a valid binding".into(),
+                        ));
+                    }
+                };
+                on_record(Record::Reader(BoundReader {
+                    id: row.get(0)?,
+                    device: row.get(1)?,
+                    protocol,
+                    binding,
+                    at: row.get(6)?,
+                }));
             }
         }
         {
@@ -465,8 +531,28 @@ fn write_batch(conn: &mut Connection, records: &[Record]) -> Result<(), StoreErr
         let mut action_stmt = tx.prepare_cached(
             "INSERT INTO actions (at, kind, poll, cutoff_at, cutoff_station, cutoff_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
+        let mut reader_stmt = tx.prepare_cached(
+            "INSERT INTO bound_readers (id, device, protocol, poll, answer, slot, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
         for r in records {
             match r {
+                Record::Reader(b) => {
+                    let (poll, answer, slot) = match &b.binding {
+                        Binding::Fixed { poll, answer } => {
+                            (Some(poll.as_str()), Some(answer.as_str()), None)
+                        }
+                        Binding::Slot { slot } => (None, None, Some(slot.to_string())),
+                    };
+                    reader_stmt.execute(params![
+                        b.id,
+                        b.device,
+                        b.protocol.to_string(),
+                        poll,
+                        answer,
+                        slot,
+                        b.at
+                    ])?;
+                }
                 Record::Tap(t) => {
                     tap_stmt.execute(params![
                         &*t.station,
@@ -581,7 +667,7 @@ mod tests {
             |r| match r {
                 Record::Tap(t) => seen.push(t),
                 Record::Action(a) => actions.push(a),
-                Record::Snapshot { .. } => unreachable!("snapshots are not replayed"),
+                Record::Snapshot { .. } | Record::Reader(_) => unreachable!("none written here"),
             },
         )
         .unwrap();

@@ -30,7 +30,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::poll::{TagUid, Tap};
 use crate::station::{
-    ActionError, Event, ReaderStatus, Snapshot, StationHandle, TapError, TapOutcome,
+    ActionError, BindError, Event, ReaderStatus, Snapshot, StationHandle, TapError, TapOutcome,
 };
 use crate::store::{ActionKind, StoreError};
 
@@ -60,6 +60,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route("/api/v1/polls/{poll}/tally", get(tally))
         .route("/api/v1/polls/{poll}/{action}", post(poll_action))
         .route("/api/v1/taps", get(export_taps).post(inject_tap))
+        .route("/api/v1/readers", post(bind_reader))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
@@ -127,6 +128,20 @@ impl From<ActionError> for ApiError {
             ActionError::UnknownPoll(_) => (StatusCode::NOT_FOUND, "unknown poll"),
             ActionError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "not recorded"),
             ActionError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        };
+        Self::new(status, error, e.to_string())
+    }
+}
+
+impl From<BindError> for ApiError {
+    fn from(e: BindError) -> Self {
+        let (status, error) = match &e {
+            BindError::DuplicateId(_) | BindError::DeviceInUse(..) => {
+                (StatusCode::CONFLICT, "already bound")
+            }
+            BindError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad binding"),
+            BindError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "not recorded"),
+            BindError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
         };
         Self::new(status, error, e.to_string())
     }
@@ -293,6 +308,8 @@ async fn healthz(State(s): State<AppState>) -> Response {
         "status": if ok { "ok" } else { "error" },
         "store": snap.store,
         "readers": { "connected": connected, "total": snap.readers.len() },
+        "network": snap.network,
+        "hotplug": snap.hotplug,
     });
     let status = if ok {
         StatusCode::OK
@@ -308,7 +325,8 @@ fn station_json(snap: &Snapshot) -> serde_json::Value {
         "started_at": snap.started_at,
         "active_poll": snap.active_poll,
         "readers": snap.readers,
-        "network": { "state": "unknown" },
+        "network": snap.network,
+        "hotplug": snap.hotplug,
         "store": snap.store,
     })
 }
@@ -581,6 +599,76 @@ async fn inject_tap(
         StatusCode::CREATED
     };
     Ok((status, Json(tap_response(&outcome))).into_response())
+}
+
+/// Bind a plugged-in device as a new reader: `{"device": "/dev/rfid/x",
+/// "slot": "A"}` or `{"device": …, "poll": …, "answer": …}`; optional `id`
+/// (default: the device's file name) and `protocol` (default `auto`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BindRequest {
+    device: String,
+    id: Option<String>,
+    protocol: Option<String>,
+    slot: Option<String>,
+    poll: Option<String>,
+    answer: Option<String>,
+}
+
+async fn bind_reader(
+    _: Admin,
+    State(s): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let bad = |detail: String| ApiError::new(StatusCode::BAD_REQUEST, "bad request", detail);
+    let req: BindRequest = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "expected {{\"device\": \"/dev/rfid/…\", \"slot\": \"A\"}} or poll + answer: {e}"
+        ))
+    })?;
+    if !req.device.starts_with('/') {
+        return Err(bad(format!(
+            "device {:?} is not an absolute path",
+            req.device
+        )));
+    }
+    let device = std::path::PathBuf::from(&req.device);
+    let id = match req.id {
+        Some(id) => id,
+        None => device
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    if !crate::config::valid_id(&id) {
+        return Err(bad(format!(
+            "reader id {id:?} is not a valid id: use 1–64 letters, digits, '-', '_' or '.'"
+        )));
+    }
+    let protocol = match req.protocol.as_deref() {
+        None => crate::config::Protocol::Auto,
+        Some(p) => p.parse().map_err(bad)?,
+    };
+    let binding = match (req.slot, req.poll, req.answer) {
+        (Some(slot), None, None) => {
+            let mut c = slot.chars();
+            match (c.next(), c.next()) {
+                (Some(l), None) if l.is_ascii_alphabetic() => crate::config::Binding::Slot {
+                    slot: l.to_ascii_uppercase(),
+                },
+                _ => return Err(bad(format!("slot {slot:?} is not one answer letter"))),
+            }
+        }
+        (None, Some(poll), Some(answer)) => crate::config::Binding::Fixed { poll, answer },
+        _ => {
+            return Err(bad(
+                "give either \"slot\" or both \"poll\" and \"answer\"".into()
+            ));
+        }
+    };
+    let cfg = crate::config::ReaderConfig::with_defaults(id, device, protocol, binding);
+    let state = s.station.bind_reader(cfg).await?;
+    Ok((StatusCode::CREATED, Json(state)).into_response())
 }
 
 async fn poll_action(

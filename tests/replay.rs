@@ -68,7 +68,8 @@ async fn start(
     CancellationToken,
 ) {
     let token = CancellationToken::new();
-    let (h, task) = station::start(cfg, token.clone(), Default::default()).unwrap();
+    let started = station::start(cfg, token.clone(), Default::default()).unwrap();
+    let (h, task) = (started.handle, started.task);
     (h, task, token)
 }
 

@@ -7,6 +7,9 @@
 //! can (SM130 outputs, a line back to a text sketch). A device that is
 //! missing, unplugged or failing is reported `disconnected` with the error
 //! and retried with capped back-off; it is re-attached without a restart.
+//! When systemd's device units are followed ([`crate::hotplug`]), a device
+//! that goes away is dropped at once, and a missing one is waited for
+//! instead of retried.
 //!
 //! It must not interpret taps (what they mean is the Station's business) and
 //! never blocks on the Station: replies are awaited in their own tasks.
@@ -26,13 +29,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_serial::{SerialPortBuilderExt, SerialStream};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Protocol, ReaderConfig, UidOrder};
+use crate::hotplug::{Devices, Presence as DevicePresence};
 use crate::poll::{TagError, TagUid};
 use crate::station::{Command, ReaderReport, ReaderStatus};
 
@@ -57,6 +61,8 @@ pub enum ReaderError {
     Closed,
     #[error("the reader does not answer: {0}")]
     Silent(&'static str),
+    #[error("unplugged (systemd removed {0})")]
+    Unplugged(String),
 }
 
 /// What the Station said about a tap, for the voter.
@@ -66,16 +72,36 @@ pub enum Feedback {
     NotCounted,
 }
 
-/// Start one task per configured reader.
-pub fn spawn_all(
-    readers: &[ReaderConfig],
-    station: &mpsc::Sender<Command>,
-    shutdown: &CancellationToken,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    readers
-        .iter()
-        .map(|r| tokio::spawn(run(r.clone(), station.clone(), shutdown.clone())))
-        .collect()
+/// Run one task per reader: the configured ones, then each that arrives on
+/// `new` (bound at runtime). Returns once every task has stopped after
+/// `shutdown`.
+pub async fn supervise(
+    readers: Vec<ReaderConfig>,
+    mut new: mpsc::UnboundedReceiver<ReaderConfig>,
+    station: mpsc::Sender<Command>,
+    devices: Devices,
+    shutdown: CancellationToken,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let start = |tasks: &mut tokio::task::JoinSet<()>, r: ReaderConfig| {
+        let presence = devices.watch(&r.device);
+        tasks.spawn(run(r, station.clone(), presence, shutdown.clone()));
+    };
+    for r in readers {
+        start(&mut tasks, r);
+    }
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(r) = new.recv() => start(&mut tasks, r),
+            Some(done) = tasks.join_next() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "a reader task failed");
+                }
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// The shared state of one reader's task.
@@ -209,8 +235,59 @@ fn open(path: &std::path::Path, baud: u32) -> Result<SerialStream, ReaderError> 
         })
 }
 
-/// One reader, for as long as the station runs.
-pub async fn run(cfg: ReaderConfig, station: mpsc::Sender<Command>, shutdown: CancellationToken) {
+/// Resolves when the device unit goes away (never, if it is not followed).
+async fn unplugged(presence: &mut watch::Receiver<DevicePresence>) {
+    loop {
+        if presence.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if *presence.borrow_and_update() == DevicePresence::Absent {
+            return;
+        }
+    }
+}
+
+/// Wait before opening the device again: until its unit appears when systemd
+/// says it is absent, else for `backoff` (cut short when it appears).
+/// False when the station stops.
+async fn wait_to_retry(
+    presence: &mut watch::Receiver<DevicePresence>,
+    backoff: Duration,
+    shutdown: &CancellationToken,
+) -> bool {
+    let absent = *presence.borrow_and_update() == DevicePresence::Absent;
+    let appeared = async {
+        loop {
+            if presence.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            if *presence.borrow_and_update() == DevicePresence::Present {
+                return;
+            }
+        }
+    };
+    let timer = async {
+        if absent {
+            std::future::pending().await
+        } else {
+            tokio::time::sleep(backoff).await;
+        }
+    };
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = appeared => true,
+        () = timer => true,
+    }
+}
+
+/// One reader, for as long as the station runs. `presence` is its device as
+/// systemd sees it.
+pub async fn run(
+    cfg: ReaderConfig,
+    station: mpsc::Sender<Command>,
+    mut presence: watch::Receiver<DevicePresence>,
+    shutdown: CancellationToken,
+) {
     let (feedback_tx, mut feedback_rx) = mpsc::channel(16);
     let mut ctx = Ctx {
         presence: Presence::new(cfg.absence),
@@ -230,11 +307,17 @@ pub async fn run(cfg: ReaderConfig, station: mpsc::Sender<Command>, shutdown: Ca
             .cfg
             .baud
             .unwrap_or_else(|| ctx.cfg.protocol.default_baud());
+        presence.borrow_and_update();
         let result = match open(&ctx.cfg.device, baud) {
             Err(e) => Err(e),
             Ok(port) => {
                 backoff = Duration::from_millis(100);
-                drive(&mut ctx, port, &mut feedback_rx, &shutdown).await
+                tokio::select! {
+                    r = drive(&mut ctx, port, &mut feedback_rx, &shutdown) => r,
+                    () = unplugged(&mut presence) => Err(ReaderError::Unplugged(
+                        crate::hotplug::unit_name(&ctx.cfg.device),
+                    )),
+                }
             }
         };
         if shutdown.is_cancelled() {
@@ -244,13 +327,24 @@ pub async fn run(cfg: ReaderConfig, station: mpsc::Sender<Command>, shutdown: Ca
             Ok(()) => return,
             Err(e) => e,
         };
-        ctx.report(ReaderStatus::Disconnected, Some(err.to_string()))
-            .await;
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+        let waiting = *presence.borrow() == DevicePresence::Absent;
+        let error = if waiting && !matches!(err, ReaderError::Unplugged(_)) {
+            format!(
+                "not plugged in (waiting for {})",
+                crate::hotplug::unit_name(&ctx.cfg.device)
+            )
+        } else {
+            err.to_string()
+        };
+        ctx.report(ReaderStatus::Disconnected, Some(error)).await;
+        if !wait_to_retry(&mut presence, backoff, &shutdown).await {
+            return;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff = if waiting {
+            Duration::from_millis(100)
+        } else {
+            (backoff * 2).min(MAX_BACKOFF)
+        };
     }
 }
 

@@ -116,9 +116,15 @@ impl Station {
     }
 
     pub fn start_with(data_dir: &Path, config_path: &Path) -> Station {
+        Self::start_env(data_dir, config_path, &[])
+    }
+
+    /// Start on an existing config file with extra environment variables.
+    pub fn start_env(data_dir: &Path, config_path: &Path, env: &[(&str, &str)]) -> Station {
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(config_path)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "pollstation=debug,warn")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())

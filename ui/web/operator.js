@@ -121,6 +121,36 @@ function renderReaders(readers) {
   }));
 }
 
+function renderHotplug(st) {
+  $("hotplug").textContent = `hotplug: ${st.hotplug.state}` + (st.hotplug.detail ? ` (${st.hotplug.detail})` : "");
+  const devices = st.hotplug.unbound;
+  $("unbound").hidden = devices.length === 0;
+  $("unbound-list").tBodies[0].replaceChildren(...devices.map(d => {
+    const tr = el("tr");
+    tr.dataset.device = d;
+    const id = el("input");
+    id.value = d.split("/").pop();
+    id.setAttribute("aria-label", "reader id");
+    const slot = el("select");
+    slot.setAttribute("aria-label", "answer slot");
+    for (const l of "ABCDEFGHIJKLMNOPQRSTUVWXYZ") slot.append(new Option(l, l));
+    const b = el("button", "Bind");
+    b.type = "button";
+    b.addEventListener("click", async () => {
+      $("action-error").textContent = "";
+      try {
+        await api("/api/v1/readers", { method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ device: d, id: id.value, slot: slot.value }) });
+      } catch (e) { $("action-error").textContent = `bind ${d}: ${e.message}`; }
+    });
+    const c1 = el("td"); c1.append(id);
+    const c2 = el("td"); c2.append(slot);
+    const c3 = el("td"); c3.append(b);
+    tr.append(el("td", d), c1, c2, c3);
+    return tr;
+  }));
+}
+
 function renderTaps() {
   $("taps").tBodies[0].replaceChildren(...taps.slice().reverse().map(t => {
     const tr = el("tr");
@@ -155,6 +185,7 @@ function start() {
     $("station").textContent = "pollstation · operator · " + st.id;
     readers = st.readers;
     renderReaders(readers);
+    renderHotplug(st);
     loadPolls();
     $("status").textContent = `live · network ${st.network.state}` + (st.store.writable ? "" : " · STORE FAILING: " + st.store.error);
   });
