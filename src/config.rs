@@ -146,7 +146,7 @@ pub enum Binding {
     Slot { slot: char },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReaderConfig {
     pub id: String,
     pub device: PathBuf,

@@ -20,11 +20,17 @@
 //!   - `screen`: the GTK tally screen (feature `gtk`), on the main thread;
 //! - [`sim`]: simulated readers on pseudo-terminals (demo, tests, `pollstation sim`);
 //! - [`metrics`]: Prometheus metrics;
+//! - [`health`]: the status overview (level, message and fix per component);
 //! - [`service`]: wires the parts together and shuts them down in order;
+//! - [`control`] / [`ctl`]: the live admin console (Unix socket, `pollstation ctl`);
+//! - [`systemd`]: sd_notify (ready, reloading, stopping, watchdog);
 //! - [`demo`]: the built-in demo config and simulated visitors.
 
 pub mod config;
+pub mod control;
+pub mod ctl;
 pub mod demo;
+pub mod health;
 pub mod hotplug;
 pub mod metrics;
 pub mod network;
@@ -36,5 +42,6 @@ pub mod service;
 pub mod sim;
 pub mod station;
 pub mod store;
+pub mod systemd;
 pub mod tally;
 pub mod web;

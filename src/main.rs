@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use pollstation::config::{Config, Protocol};
 use pollstation::sim::SimReader;
 use pollstation::{demo, service};
@@ -49,6 +49,20 @@ enum Command {
         #[arg(long)]
         windowed: bool,
     },
+    /// Talk to the running station over its control socket.
+    Ctl {
+        /// The control socket (default: from --config, else /run/pollstation/control.sock).
+        #[arg(long, global = true)]
+        socket: Option<PathBuf>,
+        /// The station's config file, to find its socket in its data dir.
+        #[arg(long, short, global = true, env = "POLLSTATION_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the station's JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
     /// Play a reader on a pseudo-terminal, with visitors tapping tags; prints
     /// the device path to put in a config.
     Sim {
@@ -70,13 +84,212 @@ enum Command {
     },
 }
 
-fn init_logging() {
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Everything on one screen: polls, readers, network, store, health.
+    Status,
+    /// Readers with state and counters.
+    Readers,
+    /// Counts per answer (all polls, or one).
+    Tally { poll: Option<String> },
+    /// The last taps (with tags); -f keeps following.
+    Taps {
+        #[arg(long, default_value_t = 20)]
+        tail: usize,
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Open, close, reset or activate a poll.
+    Poll {
+        action: PollAction,
+        poll: String,
+        /// Reset without asking.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Inject a tap as if READER read TAG (to test a post).
+    Tap { reader: String, tag: String },
+    /// Change the log filter live, e.g. `debug` or `pollstation::reader=trace,info`.
+    LogLevel { level: String },
+    /// The whole log, with tags.
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+    },
+    /// Re-read the config file and apply what can be applied live (as SIGHUP).
+    Reload,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PollAction {
+    Open,
+    Close,
+    Reset,
+    Activate,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Json,
+}
+
+/// Log to stdout; the returned function changes the filter live.
+fn init_logging() -> pollstation::control::SetLogLevel {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("pollstation=info,warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stdout))
         .init();
+    std::sync::Arc::new(move |level: &str| {
+        let f = tracing_subscriber::EnvFilter::try_new(level)
+            .map_err(|e| format!("{level:?} is not a log filter: {e}"))?;
+        handle.reload(f).map_err(|e| e.to_string())
+    })
+}
+
+fn ctl(
+    socket: Option<PathBuf>,
+    config: Option<PathBuf>,
+    json: bool,
+    command: CtlCommand,
+) -> Result<(), pollstation::ctl::CtlError> {
+    use pollstation::control::Request;
+    use pollstation::ctl;
+    let path = ctl::find_socket(socket, config.as_deref());
+    let print = |v: &serde_json::Value, human: &dyn Fn(&serde_json::Value) -> String| {
+        if json {
+            println!("{v}");
+        } else {
+            print!("{}", human(v));
+        }
+    };
+    match command {
+        CtlCommand::Status => {
+            let v = ctl::call(&path, &Request::Status, |_| {})?;
+            print(&v, &ctl::status_text);
+        }
+        CtlCommand::Readers => {
+            let v = ctl::call(&path, &Request::Readers, |_| {})?;
+            print(&v, &ctl::readers_table);
+        }
+        CtlCommand::Tally { poll } => {
+            let v = ctl::call(&path, &Request::Tally { poll }, |_| {})?;
+            print(&v, &ctl::tally_table);
+        }
+        CtlCommand::Taps { tail, follow } => {
+            ctl::call(&path, &Request::Taps { tail, follow }, |v| {
+                if json {
+                    println!("{v}");
+                } else if let Some(t) = v.get("tap") {
+                    println!("{}", ctl::tap_line(t));
+                } else if let Some(n) = v.get("lagged") {
+                    println!("… {n} taps skipped (too fast to follow)");
+                }
+            })?;
+        }
+        CtlCommand::Poll { action, poll, yes } => {
+            let action = match action {
+                PollAction::Open => "open",
+                PollAction::Close => "close",
+                PollAction::Reset => {
+                    ctl::confirm_reset(&poll, yes)?;
+                    "reset"
+                }
+                PollAction::Activate => "activate",
+            };
+            let v = ctl::call(
+                &path,
+                &Request::Poll {
+                    action: action.into(),
+                    poll,
+                },
+                |_| {},
+            )?;
+            print(&v, &|v| {
+                format!(
+                    "poll {}: {}{}\n",
+                    v["id"].as_str().unwrap_or(""),
+                    if v["open"] == true { "open" } else { "closed" },
+                    if v["active"] == true { ", active" } else { "" }
+                )
+            });
+        }
+        CtlCommand::Tap { reader, tag } => {
+            let v = ctl::call(&path, &Request::Tap { reader, tag }, |_| {})?;
+            print(&v, &|v| {
+                format!(
+                    "tap {} on {}: {}/{} {}{}\n",
+                    v["seq"],
+                    v["reader"].as_str().unwrap_or(""),
+                    v["poll"].as_str().unwrap_or(""),
+                    v["answer"].as_str().unwrap_or(""),
+                    if v["counted"] == true {
+                        "counted"
+                    } else {
+                        "not counted"
+                    },
+                    if v["repeat"] == true { " (repeat)" } else { "" }
+                )
+            });
+        }
+        CtlCommand::LogLevel { level } => {
+            let v = ctl::call(&path, &Request::LogLevel { level }, |_| {})?;
+            print(&v, &|v| format!("log filter now {}\n", v["level"]));
+        }
+        CtlCommand::Export { format } => {
+            let format = match format {
+                ExportFormat::Csv => "csv",
+                ExportFormat::Json => "json",
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut first = true;
+            let result = ctl::call(
+                &path,
+                &Request::Export {
+                    format: format.into(),
+                },
+                |v| {
+                    if let Some(l) = v.get("line").and_then(|l| l.as_str()) {
+                        use std::io::Write;
+                        let _ = if format == "json" {
+                            let sep = if first { "[" } else { "," };
+                            writeln!(out, "{sep}{l}")
+                        } else {
+                            writeln!(out, "{l}")
+                        };
+                        first = false;
+                    }
+                },
+            );
+            if format == "json" {
+                use std::io::Write;
+                let _ = writeln!(out, "{}]", if first { "[" } else { "" });
+            }
+            result?;
+        }
+        CtlCommand::Reload => {
+            let v = ctl::call(&path, &Request::Reload, |_| {})?;
+            print(&v, &|v| {
+                let mut s = String::new();
+                for a in v["applied"].as_array().into_iter().flatten() {
+                    s.push_str(&format!("applied: {}\n", a.as_str().unwrap_or("")));
+                }
+                for a in v["needs_restart"].as_array().into_iter().flatten() {
+                    s.push_str(&format!("needs a restart: {}\n", a.as_str().unwrap_or("")));
+                }
+                if s.is_empty() {
+                    s.push_str("no changes\n");
+                }
+                s
+            });
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -93,16 +306,32 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, no_screen } => {
-            init_logging();
-            let config = match Config::load(&config) {
+            let set_log_level = init_logging();
+            let loaded = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);
                 }
             };
-            exit(run(config, false, no_screen))
+            let extras = service::Extras {
+                config_path: Some(config),
+                set_log_level: Some(set_log_level),
+            };
+            exit(run(loaded, false, no_screen, extras))
         }
+        Command::Ctl {
+            socket,
+            config,
+            json,
+            command,
+        } => match ctl(socket, config, json, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pollstation ctl: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Sim {
             protocol,
             link,
@@ -110,7 +339,7 @@ fn main() -> ExitCode {
             pace_ms,
             count,
         } => {
-            init_logging();
+            let _ = init_logging();
             exit(sim(protocol, link, &tags, pace_ms, count))
         }
         Command::Demo {
@@ -119,7 +348,7 @@ fn main() -> ExitCode {
             no_screen,
             windowed,
         } => {
-            init_logging();
+            let set_log_level = init_logging();
             let config = match std::fs::create_dir_all(&data_dir)
                 .map_err(anyhow::Error::from)
                 .and_then(|()| demo::config(&data_dir, &listen))
@@ -135,7 +364,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            exit(run(config, true, no_screen))
+            let extras = service::Extras {
+                config_path: None,
+                set_log_level: Some(set_log_level),
+            };
+            exit(run(config, true, no_screen, extras))
         }
     }
 }
@@ -218,7 +451,12 @@ fn sim(
     })
 }
 
-fn run(config: Config, demo_visitors: bool, no_screen: bool) -> anyhow::Result<()> {
+fn run(
+    config: Config,
+    demo_visitors: bool,
+    no_screen: bool,
+    extras: service::Extras,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let shutdown = CancellationToken::new();
     // Start everything on tokio before the screen (if any) takes the main thread.
@@ -230,7 +468,7 @@ fn run(config: Config, demo_visitors: bool, no_screen: bool) -> anyhow::Result<(
         } else {
             Vec::new()
         };
-        let running = service::start(&config, shutdown.clone()).await?;
+        let running = service::start_with(&config, shutdown.clone(), extras).await?;
         if demo_visitors {
             println!(
                 "\n  pollstation demo: results on http://{}/  operator page on http://{}/operator  (admin token: {})\n",

@@ -453,6 +453,14 @@ impl View {
             snap.readers.len(),
             snap.network.state.as_str()
         );
+        let overview = crate::health::overview(snap);
+        if let Some(c) = overview.components.iter().find(|c| {
+            c.level >= crate::health::Level::Warning
+                && c.component != "store"
+                && !c.component.starts_with("reader:")
+        }) {
+            status.push_str(&format!(" · {}: {}", c.component, c.message));
+        }
         if !snap.hotplug.unbound.is_empty() {
             status.push_str(&format!(
                 " · {} new reader(s) plugged in: bind on the operator page",

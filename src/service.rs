@@ -11,6 +11,15 @@ use crate::config::Config;
 use crate::station::{self, StationHandle};
 use crate::web;
 
+/// What `start` may be given beyond the config.
+#[derive(Default, Clone)]
+pub struct Extras {
+    /// The config file, for reloads (SIGHUP, `ctl reload`).
+    pub config_path: Option<std::path::PathBuf>,
+    /// Changes the log filter live (`ctl log-level`).
+    pub set_log_level: Option<crate::control::SetLogLevel>,
+}
+
 /// A running station.
 pub struct Running {
     pub station: StationHandle,
@@ -23,6 +32,15 @@ pub struct Running {
 /// Start everything the config asks for. Returns once the store is open and
 /// the HTTP listener is bound.
 pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    start_with(config, shutdown, Extras::default()).await
+}
+
+/// [`start`], with a config file to reload from and a log filter to steer.
+pub async fn start_with(
+    config: &Config,
+    shutdown: CancellationToken,
+    extras: Extras,
+) -> anyhow::Result<Running> {
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     let started = station::start(config, shutdown.clone(), metrics).with_context(|| {
         format!(
@@ -66,7 +84,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         }
     });
     let devices = crate::hotplug::Devices::default();
-    let tasks = vec![
+    let mut tasks = vec![
         http,
         tokio::spawn(crate::network::run(
             config.network,
@@ -81,13 +99,61 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         )),
         tokio::spawn(crate::reader::supervise(
             config.readers.clone(),
-            started.new_readers,
+            started.reader_ctl,
             station.sender(),
             devices,
             shutdown.clone(),
         )),
     ];
+    let control_path = crate::control::socket_path(&config.station.data_dir);
+    let control = crate::control::bind(&control_path)
+        .await
+        .with_context(|| format!("cannot listen on {}", control_path.display()))?;
+    let reload = extras.config_path.clone().map(|path| {
+        let station = station.clone();
+        let f: crate::control::Reload = std::sync::Arc::new(move || {
+            let station = station.clone();
+            let path = path.clone();
+            Box::pin(async move { reload(&station, &path).await })
+        });
+        f
+    });
+    if let Some(r) = reload.clone() {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot watch SIGHUP")?;
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    s = hup.recv() => if s.is_none() { return },
+                }
+                tracing::info!("SIGHUP: reloading the config");
+                crate::systemd::notify_reloading();
+                if let Err(e) = r().await {
+                    tracing::error!("config reload refused; the running config is kept: {e}");
+                }
+                crate::systemd::notify_ready("reloaded");
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(crate::control::serve(
+        control,
+        control_path.clone(),
+        crate::control::Control {
+            station: station.clone(),
+            set_log_level: extras.set_log_level,
+            reload,
+        },
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::systemd::watchdog(
+        station.clone(),
+        shutdown.clone(),
+    )));
+    tracing::info!(control = %control_path.display(), "control socket ready (pollstation ctl)");
     tracing::info!(station = %config.station.id, "listening on http://{http_addr}");
+    crate::systemd::notify_ready(&format!("listening on http://{http_addr}"));
     Ok(Running {
         station,
         http_addr,
@@ -116,6 +182,19 @@ impl Running {
     }
 }
 
+/// Re-read the config file and apply it. An invalid file is refused whole.
+pub async fn reload(
+    station: &StationHandle,
+    path: &std::path::Path,
+) -> Result<serde_json::Value, String> {
+    let config = Config::load(path).map_err(|e| format!("the new config is invalid:\n{e}"))?;
+    let report = station
+        .reload(config)
+        .await
+        .ok_or_else(|| "the station is shutting down".to_string())?;
+    Ok(serde_json::json!(report))
+}
+
 /// Cancel `token` on SIGINT or SIGTERM.
 pub fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -126,6 +205,7 @@ pub fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
+        crate::systemd::notify_stopping();
         token.cancel();
     });
     Ok(())

@@ -68,6 +68,22 @@ pub enum ActionError {
     ShuttingDown,
 }
 
+/// What the reader supervisor is asked to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReaderCtl {
+    Start(ReaderConfig),
+    Stop(String),
+}
+
+/// What a config reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReloadReport {
+    /// Changes now in effect.
+    pub applied: Vec<String>,
+    /// Changes that take a restart (`systemctl restart pollstation`).
+    pub needs_restart: Vec<String>,
+}
+
 /// Why binding a new reader was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BindError {
@@ -133,6 +149,13 @@ pub enum Command {
     Network(NetworkStatus),
     /// The devices systemd knows changed (or whether it can be asked).
     Hotplug(HotplugStatus),
+    /// Apply a re-read config (SIGHUP, `ctl reload`).
+    Reload {
+        config: Box<Config>,
+        reply: oneshot::Sender<ReloadReport>,
+    },
+    /// Are you there? (the systemd watchdog)
+    Ping(oneshot::Sender<()>),
     /// Add a reader at runtime (the operator binds a plugged-in device).
     BindReader {
         reader: ReaderConfig,
@@ -349,6 +372,35 @@ impl StationHandle {
         rx.await.map_err(|_| BindError::ShuttingDown)?
     }
 
+    /// Apply a re-read config; says what was applied and what needs a restart.
+    pub async fn reload(&self, config: Config) -> Option<ReloadReport> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Reload {
+                config: Box::new(config),
+                reply,
+            })
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Whether the Station task answers within `limit` (the watchdog).
+    pub async fn alive(&self, limit: Duration) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send_timeout(Command::Ping(reply), limit)
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        tokio::time::timeout(limit, rx)
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// Raw command sender, for input tasks that don't wait for replies.
     #[must_use]
     pub fn sender(&self) -> mpsc::Sender<Command> {
@@ -399,8 +451,12 @@ struct Station {
     store_health: StoreHealth,
     network: NetworkStatus,
     hotplug: HotplugStatus,
-    /// Readers bound at runtime go here to get a task.
-    new_readers: mpsc::UnboundedSender<ReaderConfig>,
+    /// Reader tasks to start or stop (runtime binding, reload).
+    reader_ctl: mpsc::UnboundedSender<ReaderCtl>,
+    /// Every reader's settings (config and bound), by id.
+    reader_cfgs: HashMap<String, ReaderConfig>,
+    /// The config as last loaded.
+    config: Config,
     started_at: i64,
     state_tx: watch::Sender<Arc<Snapshot>>,
     events: broadcast::Sender<Event>,
@@ -421,9 +477,9 @@ enum Waiter {
 pub struct Started {
     pub handle: StationHandle,
     pub task: tokio::task::JoinHandle<()>,
-    /// Readers to start a task for beyond the config's: those bound at
-    /// runtime (the logged ones arrive at once).
-    pub new_readers: mpsc::UnboundedReceiver<ReaderConfig>,
+    /// Reader tasks to start or stop beyond the config's readers: those
+    /// bound at runtime (the logged ones arrive at once), and reloads.
+    pub reader_ctl: mpsc::UnboundedReceiver<ReaderCtl>,
 }
 
 /// Open the store, rebuild the state from the log, and start the Station.
@@ -514,7 +570,12 @@ pub fn start(
     );
 
     let mut readers: Vec<ReaderState> = config.readers.iter().map(reader_state).collect();
-    let (new_readers_tx, new_readers) = mpsc::unbounded_channel();
+    let mut reader_cfgs: HashMap<String, ReaderConfig> = config
+        .readers
+        .iter()
+        .map(|r| (r.id.clone(), r.clone()))
+        .collect();
+    let (reader_ctl_tx, reader_ctl) = mpsc::unbounded_channel();
     for b in bound {
         let cfg = b.into_config();
         if let Some(r) = readers
@@ -529,7 +590,8 @@ pub fn start(
             continue;
         }
         readers.push(reader_state(&cfg));
-        let _ = new_readers_tx.send(cfg);
+        reader_cfgs.insert(cfg.id.clone(), cfg.clone());
+        let _ = reader_ctl_tx.send(ReaderCtl::Start(cfg));
     }
     let reader_index = readers
         .iter()
@@ -589,7 +651,9 @@ pub fn start(
             detail: "not started yet".into(),
             devices: Vec::new(),
         },
-        new_readers: new_readers_tx,
+        reader_ctl: reader_ctl_tx,
+        reader_cfgs,
+        config: config.clone(),
         started_at: now_ms(),
         state_tx,
         events: events.clone(),
@@ -609,7 +673,7 @@ pub fn start(
     Ok(Started {
         handle,
         task,
-        new_readers,
+        reader_ctl,
     })
 }
 
@@ -809,6 +873,13 @@ impl Station {
                         self.hotplug = h;
                         self.announce_status();
                     }
+                }
+                Command::Ping(reply) => {
+                    let _ = reply.send(());
+                }
+                Command::Reload { config, reply } => {
+                    let report = self.reload(*config);
+                    let _ = reply.send(report);
                 }
                 Command::BindReader { reader, reply } => {
                     let result = self.bind_reader(reader).await;
@@ -1083,9 +1154,147 @@ impl Station {
         self.reader_index.insert(cfg.id.clone(), self.readers.len());
         self.readers.push(state.clone());
         tracing::info!(reader = %cfg.id, device = %device, "reader bound by the operator");
-        let _ = self.new_readers.send(cfg);
+        self.reader_cfgs.insert(cfg.id.clone(), cfg.clone());
+        let _ = self.reader_ctl.send(ReaderCtl::Start(cfg));
         self.announce_status();
         Ok(state)
+    }
+
+    /// Apply what can be applied of a new config; say what cannot.
+    fn reload(&mut self, new: Config) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let old = std::mem::replace(&mut self.config, new.clone());
+        let restart = |r: &mut ReloadReport, what: &str| {
+            r.needs_restart
+                .push(format!("{what} changed: restart to apply"));
+        };
+        if new.station.id != old.station.id {
+            restart(&mut report, "[station] id");
+        }
+        if new.station.data_dir != old.station.data_dir {
+            restart(&mut report, "[station] data_dir");
+        }
+        if new.http.listen != old.http.listen
+            || new.http.admin_token_file != old.http.admin_token_file
+            || new.http.request_timeout != old.http.request_timeout
+        {
+            restart(&mut report, "[http]");
+        }
+        if new.network.watch != old.network.watch
+            || new.network.debounce != old.network.debounce
+            || new.hotplug.enabled != old.hotplug.enabled
+            || new.hotplug.pattern != old.hotplug.pattern
+        {
+            restart(&mut report, "[network] / [hotplug]");
+        }
+        if new.station.debounce != self.debounce {
+            self.debounce = new.station.debounce;
+            report
+                .applied
+                .push(format!("debounce now {} ms", self.debounce.as_millis()));
+        }
+        // Polls: new ones are added, labels and questions change live; a
+        // changed rule or answer list, or a removed poll, takes a restart.
+        for def in &new.polls {
+            match self.polls.iter().position(|p| p.id == def.id) {
+                None => {
+                    self.tallies.add_poll(def);
+                    self.open.insert(def.id.clone(), def.open);
+                    self.polls.push(def.clone());
+                    report.applied.push(format!("poll {} added", def.id));
+                }
+                Some(i) => {
+                    let mut current = self.polls[i].clone();
+                    current.open = def.open;
+                    if &current == def {
+                        continue;
+                    }
+                    if self.tallies.relabel(def) {
+                        let open = self.polls[i].open;
+                        self.polls[i] = def.clone();
+                        self.polls[i].open = open;
+                        report
+                            .applied
+                            .push(format!("poll {}: question and labels updated", def.id));
+                        if let Some(view) = self.tallies.view(&def.id) {
+                            let _ = self.events.send(Event::Tally(view));
+                        }
+                    } else {
+                        restart(&mut report, &format!("poll {}: rule or answer ids", def.id));
+                    }
+                }
+            }
+        }
+        for p in &self.polls {
+            if !new.polls.iter().any(|n| n.id == p.id) {
+                restart(&mut report, &format!("poll {} removed", p.id));
+            }
+        }
+        // Readers named by the old config: removed, rebound or restarted.
+        let old_ids: Vec<String> = old.readers.iter().map(|r| r.id.clone()).collect();
+        for id in &old_ids {
+            if !new.readers.iter().any(|r| &r.id == id) {
+                self.remove_reader(id);
+                let _ = self.reader_ctl.send(ReaderCtl::Stop(id.clone()));
+                report.applied.push(format!("reader {id} removed"));
+            }
+        }
+        for r in &new.readers {
+            let existing = self.reader_cfgs.get(&r.id).cloned();
+            match existing {
+                Some(cur) if cur == *r => {}
+                Some(cur) => {
+                    let only_binding = ReaderConfig {
+                        binding: r.binding.clone(),
+                        ..cur.clone()
+                    } == *r;
+                    if let Some(&i) = self.reader_index.get(&r.id) {
+                        self.readers[i].binding = r.binding.clone();
+                        self.readers[i].device = r.device.display().to_string();
+                        self.readers[i].protocol = r.protocol;
+                    }
+                    self.reader_cfgs.insert(r.id.clone(), r.clone());
+                    if only_binding {
+                        report.applied.push(format!("reader {} rebound", r.id));
+                    } else {
+                        let _ = self.reader_ctl.send(ReaderCtl::Stop(r.id.clone()));
+                        let _ = self.reader_ctl.send(ReaderCtl::Start(r.clone()));
+                        report
+                            .applied
+                            .push(format!("reader {} reopened with new settings", r.id));
+                    }
+                }
+                None => {
+                    let device = r.device.display().to_string();
+                    if let Some(other) = self.readers.iter().find(|x| x.device == device) {
+                        report.needs_restart.push(format!(
+                            "reader {} not added: device {device} is used by reader {}",
+                            r.id, other.id
+                        ));
+                        continue;
+                    }
+                    self.reader_index.insert(r.id.clone(), self.readers.len());
+                    self.readers.push(reader_state(r));
+                    self.reader_cfgs.insert(r.id.clone(), r.clone());
+                    let _ = self.reader_ctl.send(ReaderCtl::Start(r.clone()));
+                    report.applied.push(format!("reader {} added", r.id));
+                }
+            }
+        }
+        tracing::info!(applied = ?report.applied, needs_restart = ?report.needs_restart, "config reloaded");
+        self.announce_status();
+        report
+    }
+
+    fn remove_reader(&mut self, id: &str) {
+        self.readers.retain(|r| r.id != id);
+        self.reader_cfgs.remove(id);
+        self.reader_index = self
+            .readers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.clone(), i))
+            .collect();
     }
 
     fn apply_reader_report(&mut self, r: ReaderReport) {

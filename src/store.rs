@@ -622,6 +622,26 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
     }
 }
 
+/// The header of the CSV export.
+pub const CSV_HEADER: &str = "station,seq,reader,tag,at,at_iso,poll,answer\n";
+
+/// One tap as a line of the CSV export.
+#[must_use]
+pub fn csv_line(t: &Tap) -> String {
+    let iso = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.at) * 1_000_000)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    // Ids are restricted to [A-Za-z0-9._-] and tags to urn:rfid:HEX: no quoting needed.
+    format!(
+        "{},{},{},{},{},{},{},{}\n",
+        t.station, t.seq, t.reader, t.tag, t.at, iso, t.poll, t.answer
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

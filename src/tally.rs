@@ -147,6 +147,44 @@ impl Tallies {
         }
     }
 
+    /// Add a poll (config reload). False if it exists already.
+    pub fn add_poll(&mut self, def: &PollDef) -> bool {
+        if self.index.contains_key(&def.id) {
+            return false;
+        }
+        self.index.insert(def.id.clone(), self.polls.len());
+        self.polls.push(PollTally {
+            counts: vec![0; def.answers.len()],
+            def: def.clone(),
+            cutoff: None,
+            per_tag: HashMap::new(),
+            last_key: None,
+            last_tap: None,
+        });
+        true
+    }
+
+    /// Take new labels and question for a poll whose rule and answer ids
+    /// are unchanged (config reload). False if they changed (or no poll).
+    pub fn relabel(&mut self, def: &PollDef) -> bool {
+        let Some(&i) = self.index.get(&def.id) else {
+            return false;
+        };
+        let p = &mut self.polls[i];
+        let same_ids = p.def.answers.len() == def.answers.len()
+            && p.def
+                .answers
+                .iter()
+                .zip(&def.answers)
+                .all(|(a, b)| a.id == b.id);
+        if p.def.rule != def.rule || !same_ids {
+            return false;
+        }
+        p.def.question.clone_from(&def.question);
+        p.def.answers.clone_from(&def.answers);
+        true
+    }
+
     /// The state to snapshot.
     #[must_use]
     pub fn to_state(&self) -> TallyState {

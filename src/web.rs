@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::poll::{TagUid, Tap};
+use crate::poll::TagUid;
 use crate::station::{
     ActionError, BindError, Event, ReaderStatus, Snapshot, StationHandle, TapError, TapOutcome,
 };
@@ -304,8 +304,11 @@ async fn healthz(State(s): State<AppState>) -> Response {
         .filter(|r| r.status == ReaderStatus::Connected)
         .count();
     let ok = snap.store.writable;
+    let overview = crate::health::overview(&snap);
     let body = json!({
         "status": if ok { "ok" } else { "error" },
+        "level": overview.level,
+        "components": overview.components,
         "store": snap.store,
         "readers": { "connected": connected, "total": snap.readers.len() },
         "network": snap.network,
@@ -328,6 +331,7 @@ fn station_json(snap: &Snapshot) -> serde_json::Value {
         "network": snap.network,
         "hotplug": snap.hotplug,
         "store": snap.store,
+        "health": crate::health::overview(snap),
     })
 }
 
@@ -777,9 +781,7 @@ async fn export_taps(
     let stream = channel_stream(16, move |tx| async move {
         if csv {
             if tx
-                .send(Bytes::from_static(
-                    b"station,seq,reader,tag,at,at_iso,poll,answer\n",
-                ))
+                .send(Bytes::from_static(crate::store::CSV_HEADER.as_bytes()))
                 .await
                 .is_err()
             {
@@ -795,7 +797,7 @@ async fn export_taps(
                 return; // the response is cut short: the client sees an incomplete body
             };
             let chunk = if csv {
-                csv_line(&tap)
+                crate::store::csv_line(&tap)
             } else {
                 let mut s = if first {
                     String::new()
@@ -837,21 +839,6 @@ fn store_unavailable(e: &StoreError) -> ApiError {
         StatusCode::SERVICE_UNAVAILABLE,
         "store unavailable",
         "the log cannot be read right now; see /healthz",
-    )
-}
-
-fn csv_line(t: &Tap) -> String {
-    let iso = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.at) * 1_000_000)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default();
-    // Ids are restricted to [A-Za-z0-9._-] and tags to urn:rfid:HEX: no quoting needed.
-    format!(
-        "{},{},{},{},{},{},{},{}\n",
-        t.station, t.seq, t.reader, t.tag, t.at, iso, t.poll, t.answer
     )
 }
 

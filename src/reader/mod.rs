@@ -25,6 +25,7 @@ pub mod sm130;
 mod testutil;
 pub mod text;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -38,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Protocol, ReaderConfig, UidOrder};
 use crate::hotplug::{Devices, Presence as DevicePresence};
 use crate::poll::{TagError, TagUid};
-use crate::station::{Command, ReaderReport, ReaderStatus};
+use crate::station::{Command, ReaderCtl, ReaderReport, ReaderStatus};
 
 pub use presence::Presence;
 
@@ -72,28 +73,43 @@ pub enum Feedback {
     NotCounted,
 }
 
-/// Run one task per reader: the configured ones, then each that arrives on
-/// `new` (bound at runtime). Returns once every task has stopped after
-/// `shutdown`.
+/// Run one task per reader: the configured ones, then as `ctl` says
+/// (readers bound at runtime, config reloads). Returns once every task has
+/// stopped after `shutdown`.
 pub async fn supervise(
     readers: Vec<ReaderConfig>,
-    mut new: mpsc::UnboundedReceiver<ReaderConfig>,
+    mut ctl: mpsc::UnboundedReceiver<ReaderCtl>,
     station: mpsc::Sender<Command>,
     devices: Devices,
     shutdown: CancellationToken,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
-    let start = |tasks: &mut tokio::task::JoinSet<()>, r: ReaderConfig| {
+    let mut running: HashMap<String, CancellationToken> = HashMap::new();
+    let start = |tasks: &mut tokio::task::JoinSet<()>,
+                 running: &mut HashMap<String, CancellationToken>,
+                 r: ReaderConfig| {
         let presence = devices.watch(&r.device);
-        tasks.spawn(run(r, station.clone(), presence, shutdown.clone()));
+        let stop = shutdown.child_token();
+        if let Some(old) = running.insert(r.id.clone(), stop.clone()) {
+            old.cancel();
+        }
+        tasks.spawn(run(r, station.clone(), presence, stop));
     };
     for r in readers {
-        start(&mut tasks, r);
+        start(&mut tasks, &mut running, r);
     }
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            Some(r) = new.recv() => start(&mut tasks, r),
+            Some(c) = ctl.recv() => match c {
+                ReaderCtl::Start(r) => start(&mut tasks, &mut running, r),
+                ReaderCtl::Stop(id) => {
+                    if let Some(stop) = running.remove(&id) {
+                        tracing::info!(reader = %id, "reader stopped");
+                        stop.cancel();
+                    }
+                }
+            },
             Some(done) = tasks.join_next() => {
                 if let Err(e) = done {
                     tracing::error!(error = %e, "a reader task failed");

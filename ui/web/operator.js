@@ -121,6 +121,16 @@ function renderReaders(readers) {
   }));
 }
 
+function renderHealth(h) {
+  $("health-level").textContent = h.level;
+  $("health-level").className = "level " + h.level.toLowerCase();
+  $("health").tBodies[0].replaceChildren(...h.components.map(c => {
+    const tr = el("tr", null, "level-" + c.level.toLowerCase());
+    tr.append(el("td", c.level, "level " + c.level.toLowerCase()), el("td", c.component), el("td", c.message), el("td", c.fix || ""));
+    return tr;
+  }));
+}
+
 function renderHotplug(st) {
   $("hotplug").textContent = `hotplug: ${st.hotplug.state}` + (st.hotplug.detail ? ` (${st.hotplug.detail})` : "");
   const devices = st.hotplug.unbound;
@@ -186,6 +196,7 @@ function start() {
     readers = st.readers;
     renderReaders(readers);
     renderHotplug(st);
+    renderHealth(st.health);
     loadPolls();
     $("status").textContent = `live · network ${st.network.state}` + (st.store.writable ? "" : " · STORE FAILING: " + st.store.error);
   });
