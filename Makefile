@@ -6,7 +6,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: demo test build bench lint
+.PHONY: demo test build bench lint deb
 
 demo:
 	scripts/install-deps demo
@@ -23,6 +23,12 @@ test:
 
 build:
 	$(CARGO) build --release
+
+# The Debian package (binary, units, udev rule, example config): target/debian/.
+deb:
+	scripts/install-deps deb
+	$(CARGO) build --release
+	scripts/build-deb --binary target/release/pollstation --out target/debian
 
 bench:
 	$(CARGO) bench --bench station
