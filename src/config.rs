@@ -25,6 +25,37 @@ pub struct Config {
     pub screen: ScreenConfig,
     pub network: NetworkConfig,
     pub hotplug: HotplugConfig,
+    /// `None`: no XMPP publishing.
+    pub xmpp: Option<XmppConfig>,
+}
+
+/// Whether the XMPP connection is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XmppTls {
+    /// STARTTLS with certificate verification (the default).
+    Required,
+    /// Plain TCP: only for a server on loopback (tests).
+    None,
+}
+
+/// XMPP publish-subscribe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XmppConfig {
+    pub jid: String,
+    /// Read at start; else the systemd credential `pollstation-xmpp-password`.
+    pub password_file: Option<PathBuf>,
+    /// host:port; else the JID's domain via SRV.
+    pub server: Option<String>,
+    pub tls: XmppTls,
+    /// The pubsub service's JID, e.g. `pubsub.example.org`.
+    pub pubsub: String,
+    /// Votes go to `<node_prefix><poll id>`.
+    pub node_prefix: String,
+    /// Put the tag URN in published votes.
+    pub publish_tags: bool,
+    /// Nodes to listen to: `xmpp:<service>?;node=<node>`.
+    pub subscribe: Vec<(String, String)>,
 }
 
 /// NetworkManager over the system bus.
@@ -252,6 +283,40 @@ struct RawConfig {
     network: RawNetwork,
     #[serde(default)]
     hotplug: RawHotplug,
+    xmpp: Option<RawXmpp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawXmpp {
+    jid: Spanned<String>,
+    password_file: Option<String>,
+    server: Option<Spanned<String>>,
+    #[serde(default = "default_xmpp_tls")]
+    tls: XmppTls,
+    pubsub: Spanned<String>,
+    #[serde(default = "default_node_prefix")]
+    node_prefix: String,
+    #[serde(default)]
+    publish_tags: bool,
+    #[serde(default)]
+    subscribe: Vec<Spanned<String>>,
+}
+
+fn default_xmpp_tls() -> XmppTls {
+    XmppTls::Required
+}
+
+fn default_node_prefix() -> String {
+    "vote/".into()
+}
+
+/// `xmpp:<service>?;node=<node>` → (service, node).
+#[must_use]
+pub fn parse_node_uri(uri: &str) -> Option<(String, String)> {
+    let rest = uri.strip_prefix("xmpp:")?;
+    let (service, query) = rest.split_once("?;node=")?;
+    (!service.is_empty() && !query.is_empty()).then(|| (service.to_string(), query.to_string()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -734,6 +799,58 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
         );
     }
 
+    // [xmpp]
+    let xmpp = raw.xmpp.as_ref().map(|x| {
+        let jid = x.jid.get_ref();
+        let at = jid.find('@');
+        if at.is_none_or(|i| i == 0 || i + 1 == jid.len()) || jid.contains(' ') {
+            problem(x.jid.span(), format!("xmpp jid {jid:?} is not user@domain"));
+        }
+        if let Some(server) = &x.server
+            && server
+                .get_ref()
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            problem(
+                server.span(),
+                format!("xmpp server {:?} is not host:port", server.get_ref()),
+            );
+        }
+        if x.pubsub.get_ref().trim().is_empty() || x.pubsub.get_ref().contains(['@', '/', ' ']) {
+            problem(
+                x.pubsub.span(),
+                format!(
+                    "xmpp pubsub {:?} is not a service JID like pubsub.example.org",
+                    x.pubsub.get_ref()
+                ),
+            );
+        }
+        let mut subscribe = Vec::new();
+        for s in &x.subscribe {
+            match parse_node_uri(s.get_ref()) {
+                Some(n) => subscribe.push(n),
+                None => problem(
+                    s.span(),
+                    format!(
+                        "{:?} is not a node URI like \"xmpp:pubsub.example.org?;node=vote/lunch\"",
+                        s.get_ref()
+                    ),
+                ),
+            }
+        }
+        XmppConfig {
+            jid: jid.clone(),
+            password_file: x.password_file.as_ref().map(|f| absolute(base, f)),
+            server: x.server.as_ref().map(|s| s.get_ref().clone()),
+            tls: x.tls,
+            pubsub: x.pubsub.get_ref().clone(),
+            node_prefix: x.node_prefix.clone(),
+            publish_tags: x.publish_tags,
+            subscribe,
+        }
+    });
+
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -763,6 +880,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
             enabled: raw.hotplug.enabled,
             pattern: raw.hotplug.pattern.into_inner(),
         },
+        xmpp,
     })
 }
 

@@ -338,7 +338,8 @@ fn status(st: &StationHandle) -> Value {
         "network": snap.network,
         "hotplug": snap.hotplug,
         "identity": {"state": "not configured"},
-        "xmpp": {"state": "not configured", "outbox": 0},
+        "xmpp": snap.xmpp,
+        "remote": snap.remote,
         "store": {
             "writable": snap.store.writable,
             "error": snap.store.error,

@@ -291,6 +291,11 @@ pub fn status_text(v: &Value) -> String {
     out.push_str(&readers_table(&v["readers"]));
     out.push('\n');
     let store = &v["store"];
+    let xmpp_state = format!(
+        "{} {}",
+        s(&v["xmpp"]["state"]),
+        v["xmpp"]["detail"].as_str().unwrap_or("")
+    );
     out.push_str(&format!(
         "network   {} ({})\nhotplug   {} ({}) {}\nidentity  {}\nxmpp      {} (outbox {})\nstore     {} taps, {:.1} MiB, {}\n\n",
         s(&v["network"]["state"]),
@@ -299,7 +304,7 @@ pub fn status_text(v: &Value) -> String {
         s(&v["hotplug"]["detail"]),
         v["hotplug"]["unbound"].as_array().filter(|u| !u.is_empty()).map_or(String::new(), |u| format!("(unbound: {})", u.iter().map(s).collect::<Vec<_>>().join(", "))),
         s(&v["identity"]["state"]),
-        s(&v["xmpp"]["state"]),
+        xmpp_state,
         s(&v["xmpp"]["outbox"]),
         s(&store["taps"]),
         store["size_bytes"].as_f64().unwrap_or(0.0) / 1_048_576.0,

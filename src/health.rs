@@ -175,7 +175,31 @@ pub fn overview(snap: &Snapshot) -> Overview {
         (HotplugState::Disabled, _) => c("hotplug", Level::Ok, "disabled in the config", None),
     });
 
-    for part in ["identity", "xmpp", "herd"] {
+    let x = &snap.xmpp;
+    out.push(match x.state.as_str() {
+        "disabled" => c("xmpp", Level::Ok, "not configured", None),
+        "online" if x.outbox > 1000 => c(
+            "xmpp",
+            Level::Notice,
+            format!("online, catching up: {} votes queued", x.outbox),
+            None,
+        ),
+        "online" => c("xmpp", Level::Ok, format!("online, {} published, {} queued", x.published, x.outbox), None),
+        "connecting" => c("xmpp", Level::Notice, format!("connecting: {}; {} queued", x.detail, x.outbox), None),
+        "waiting" => c(
+            "xmpp",
+            Level::Warning,
+            format!("waiting for the network: {} votes queued", x.outbox),
+            Some("votes are kept and published in order when the network is back"),
+        ),
+        _ => c(
+            "xmpp",
+            Level::Warning,
+            format!("{}: {}", x.state, x.detail),
+            Some("votes are kept in the outbox; check [xmpp] server, jid and password, and that the server is up (journalctl -u pollstation)"),
+        ),
+    });
+    for part in ["identity", "herd"] {
         out.push(c(part, Level::Ok, "not configured", None));
     }
 

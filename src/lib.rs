@@ -17,6 +17,7 @@
 //!   - [`web`]: HTTP API, SSE, results page (axum);
 //!   - [`network`]: NetworkManager's online/offline over D-Bus (zbus);
 //!   - [`hotplug`]: readers plugged in and out, from systemd's device units (zbus);
+//!   - [`xmpp`]: votes published over XMPP pubsub from a durable outbox; remote results heard;
 //!   - `screen`: the GTK tally screen (feature `gtk`), on the main thread;
 //! - [`sim`]: simulated readers on pseudo-terminals (demo, tests, `pollstation sim`);
 //! - [`metrics`]: Prometheus metrics;
@@ -45,3 +46,4 @@ pub mod store;
 pub mod systemd;
 pub mod tally;
 pub mod web;
+pub mod xmpp;

@@ -48,6 +48,9 @@ pub struct Metrics {
     taps_logged: Gauge<u64, AtomicU64>,
     network: Family<StateLabels, Gauge>,
     unbound_devices: Gauge,
+    xmpp_online: Gauge,
+    xmpp_outbox: Gauge<u64, AtomicU64>,
+    xmpp_published: Gauge<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -128,7 +131,28 @@ impl Metrics {
             "Plugged-in reader devices that no reader is bound to",
             unbound_devices.clone(),
         );
+        let xmpp_online = Gauge::default();
+        registry.register(
+            "xmpp_online",
+            "1 while logged in to the XMPP server",
+            xmpp_online.clone(),
+        );
+        let xmpp_outbox = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "xmpp_outbox",
+            "Votes waiting to be published over XMPP",
+            xmpp_outbox.clone(),
+        );
+        let xmpp_published = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "xmpp_published",
+            "Votes published over XMPP since start",
+            xmpp_published.clone(),
+        );
         Self {
+            xmpp_online,
+            xmpp_outbox,
+            xmpp_published,
             registry,
             taps,
             commit_seconds,
@@ -174,6 +198,9 @@ impl Metrics {
                 })
                 .set(i64::from(snap.network.state == state));
         }
+        self.xmpp_online.set(i64::from(snap.xmpp.state == "online"));
+        self.xmpp_outbox.set(snap.xmpp.outbox);
+        self.xmpp_published.set(snap.xmpp.published);
         self.unbound_devices
             .set(i64::try_from(snap.hotplug.unbound.len()).unwrap_or(i64::MAX));
         let mut out = String::new();

@@ -453,6 +453,15 @@ impl View {
             snap.readers.len(),
             snap.network.state.as_str()
         );
+        if snap.xmpp.state != "disabled" {
+            status.push_str(&format!(" · XMPP {}", snap.xmpp.state));
+            if snap.xmpp.outbox > 0 {
+                status.push_str(&format!(" — {} queued", snap.xmpp.outbox));
+            }
+        }
+        if !snap.remote.is_empty() {
+            status.push_str(&format!(" · {} remote result(s)", snap.remote.len()));
+        }
         let overview = crate::health::overview(snap);
         if let Some(c) = overview.components.iter().find(|c| {
             c.level >= crate::health::Level::Warning

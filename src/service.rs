@@ -105,6 +105,13 @@ pub async fn start_with(
             shutdown.clone(),
         )),
     ];
+    if let Some(x) = &config.xmpp {
+        tasks.push(tokio::spawn(crate::xmpp::run(
+            x.clone(),
+            station.clone(),
+            shutdown.clone(),
+        )));
+    }
     let control_path = crate::control::socket_path(&config.station.data_dir);
     let control = crate::control::bind(&control_path)
         .await

@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Binding, Config, Protocol, ReaderConfig};
 use crate::metrics::{Metrics, TapLabels};
 use crate::poll::{PollDef, TagUid, Tap, TapKey};
-use crate::store::{Action, ActionKind, BoundReader, CommitStats, Record, Store, StoreError};
+use crate::store::{
+    Action, ActionKind, BoundReader, CommitStats, OutboxItem, Record, Store, StoreError,
+};
 use crate::tally::{Applied, Tallies, TallyView};
 
 /// Most commands taken into one batch.
@@ -156,6 +158,12 @@ pub enum Command {
     },
     /// Are you there? (the systemd watchdog)
     Ping(oneshot::Sender<()>),
+    /// The XMPP link's state.
+    Xmpp { state: String, detail: String },
+    /// The server acknowledged these outbox rows.
+    Published(Vec<i64>),
+    /// A result heard over XMPP.
+    Remote(RemoteTally),
     /// Add a reader at runtime (the operator binds a plugged-in device).
     BindReader {
         reader: ReaderConfig,
@@ -212,6 +220,32 @@ pub struct HotplugStatus {
     pub detail: String,
     /// Device paths matching `[hotplug] pattern` that are plugged in.
     pub devices: Vec<String>,
+}
+
+/// The XMPP link as the outputs show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct XmppView {
+    /// `disabled`, `connecting`, `online`, `waiting` (network offline), `error`.
+    pub state: String,
+    pub detail: String,
+    /// Votes waiting to be published.
+    pub outbox: u64,
+    /// Votes published since start.
+    pub published: u64,
+}
+
+/// Results heard from another station or site over XMPP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteTally {
+    /// `xmpp:<service>?;node=<node>`
+    pub source: String,
+    pub question_id: String,
+    pub question: String,
+    /// (answer id, title, count)
+    pub answers: Vec<(String, String, u64)>,
+    pub total: u64,
+    /// When it was heard (ms since the epoch).
+    pub at: i64,
 }
 
 /// Hotplug as the outputs show it.
@@ -275,6 +309,8 @@ pub struct Snapshot {
     pub store: StoreHealth,
     pub network: NetworkStatus,
     pub hotplug: HotplugView,
+    pub xmpp: XmppView,
+    pub remote: Vec<RemoteTally>,
 }
 
 impl Snapshot {
@@ -457,6 +493,8 @@ struct Station {
     reader_cfgs: HashMap<String, ReaderConfig>,
     /// The config as last loaded.
     config: Config,
+    xmpp: XmppView,
+    remote: Vec<RemoteTally>,
     started_at: i64,
     state_tx: watch::Sender<Arc<Snapshot>>,
     events: broadcast::Sender<Event>,
@@ -512,6 +550,10 @@ pub fn start(
     let started = std::time::Instant::now();
     let tallies = std::cell::RefCell::new(Tallies::new(&config.polls));
     let mut bound: Vec<BoundReader> = Vec::new();
+    let publishing = config.xmpp.is_some();
+    let mut outbox_mark: Option<u64> = None;
+    // Taps committed but not enqueued for publishing (a crash in between).
+    let mut unenqueued: Vec<Tap> = Vec::new();
     let restore = |data: &[u8]| match serde_json::from_slice(data) {
         Ok(state) => match Tallies::from_state(&config.polls, state) {
             Some(t) => {
@@ -544,13 +586,22 @@ pub fn start(
             }
         },
         Record::Tap(tap) => {
-            if tallies.borrow_mut().apply(&tap) == Applied::Unknown {
+            let applied = tallies.borrow_mut().apply(&tap);
+            if applied == Applied::Unknown {
                 tracing::warn!(station = %tap.station, seq = tap.seq, poll = %tap.poll, answer = %tap.answer,
                     "logged tap names a poll or answer no longer in the config; kept in the log, not counted");
             }
+            if publishing
+                && applied.counted()
+                && *tap.station == *config.station.id
+                && outbox_mark.is_some_and(|m| tap.seq > m)
+            {
+                unenqueued.push(tap);
+            }
         }
+        Record::OutboxMark(m) => outbox_mark = m,
         Record::Reader(b) => bound.push(b),
-        Record::Snapshot { .. } => {}
+        Record::Snapshot { .. } | Record::Outbox { .. } | Record::Published(_) => {}
     })?;
     let tallies = tallies.into_inner();
     let startup_info = StartupReplay {
@@ -620,6 +671,13 @@ pub fn start(
             detail: String::new(),
             unbound: Vec::new(),
         },
+        xmpp: XmppView {
+            state: "disabled".into(),
+            detail: String::new(),
+            outbox: 0,
+            published: 0,
+        },
+        remote: Vec::new(),
     });
     let (state_tx, state_rx) = watch::channel(placeholder);
     let mut station = Station {
@@ -654,12 +712,36 @@ pub fn start(
         reader_ctl: reader_ctl_tx,
         reader_cfgs,
         config: config.clone(),
+        xmpp: XmppView {
+            state: if publishing { "connecting" } else { "disabled" }.into(),
+            detail: String::new(),
+            outbox: rec.outbox_depth,
+            published: 0,
+        },
+        remote: Vec::new(),
         started_at: now_ms(),
         state_tx,
         events: events.clone(),
         metrics: metrics.clone(),
     };
     station.publish_snapshot();
+    let recovered = if publishing {
+        if outbox_mark.is_none() {
+            // Publishing starts now: the log so far is not backfilled.
+            Some((Vec::new(), rec.next_seq.saturating_sub(1)))
+        } else if unenqueued.is_empty() {
+            None
+        } else {
+            tracing::info!(
+                taps = unenqueued.len(),
+                "enqueueing counted taps that were logged but not yet enqueued for XMPP"
+            );
+            let through = unenqueued.last().map_or(0, |t| t.seq);
+            Some((station.outbox_items(&unenqueued), through))
+        }
+    } else {
+        None
+    };
 
     let (tx, rx) = mpsc::channel(MAX_BATCH);
     let handle = StationHandle {
@@ -669,7 +751,12 @@ pub fn start(
         store,
         metrics,
     };
-    let task = tokio::spawn(station.run(rx, shutdown));
+    let task = tokio::spawn(async move {
+        if let Some((items, through)) = recovered {
+            station.enqueue(items, through).await;
+        }
+        station.run(rx, shutdown).await;
+    });
     Ok(Started {
         handle,
         task,
@@ -877,6 +964,32 @@ impl Station {
                 Command::Ping(reply) => {
                     let _ = reply.send(());
                 }
+                Command::Xmpp { state, detail } => {
+                    if state != self.xmpp.state || detail != self.xmpp.detail {
+                        self.xmpp.state = state;
+                        self.xmpp.detail = detail;
+                        self.announce_status();
+                    }
+                }
+                Command::Published(ids) => {
+                    let n = ids.len() as u64;
+                    match self.store.append(vec![Record::Published(ids)]).await {
+                        Ok(stats) => {
+                            self.store_ok(stats);
+                            self.xmpp.outbox = self.xmpp.outbox.saturating_sub(n);
+                            self.xmpp.published += n;
+                            self.unpublished = true;
+                        }
+                        // Published again later: same item ids, no duplicates.
+                        Err(e) => self.store_failed(&e),
+                    }
+                }
+                Command::Remote(r) => {
+                    self.remote
+                        .retain(|x| !(x.source == r.source && x.question_id == r.question_id));
+                    self.remote.push(r);
+                    self.announce_status();
+                }
                 Command::Reload { config, reply } => {
                     let report = self.reload(*config);
                     let _ = reply.send(report);
@@ -1038,6 +1151,80 @@ impl Station {
                 for e in announce {
                     let _ = self.events.send(e);
                 }
+                if self.config.xmpp.is_some() {
+                    let counted_taps: Vec<Tap> = taps
+                        .iter()
+                        .zip(&counted)
+                        .filter(|(_, c)| **c)
+                        .map(|(t, _)| t.clone())
+                        .collect();
+                    if !counted_taps.is_empty() {
+                        let through = counted_taps.last().map_or(0, |t| t.seq);
+                        let items = self.outbox_items(&counted_taps);
+                        self.enqueue(items, through).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The publications of counted taps, with their polls' counts now.
+    fn outbox_items(&self, taps: &[Tap]) -> Vec<OutboxItem> {
+        let Some(x) = &self.config.xmpp else {
+            return Vec::new();
+        };
+        let mut questions: HashMap<&str, crate::xmpp::payload::Question> = HashMap::new();
+        let mut items = Vec::with_capacity(taps.len());
+        for tap in taps {
+            if !questions.contains_key(&*tap.poll) {
+                let (Some(def), Some(view)) = (
+                    self.polls.iter().find(|p| *p.id == *tap.poll),
+                    self.tallies.view(&tap.poll),
+                ) else {
+                    continue;
+                };
+                questions.insert(&tap.poll, crate::xmpp::payload::question(def, &view));
+            }
+            let q = &questions[&*tap.poll];
+            let vote = crate::xmpp::payload::Vote {
+                station: tap.station.to_string(),
+                seq: tap.seq,
+                reader: tap.reader.to_string(),
+                tag: x.publish_tags.then(|| tap.tag.as_str().to_string()),
+                poll: tap.poll.to_string(),
+                answer: tap.answer.to_string(),
+                at: tap.at,
+                person_title: None,
+                person_image: None,
+                person_id: None,
+            };
+            items.push(OutboxItem {
+                id: 0,
+                seq: tap.seq,
+                node: format!("{}{}", x.node_prefix, tap.poll),
+                item_id: crate::xmpp::payload::item_id(&tap.station, tap.seq),
+                payload: String::from(&crate::xmpp::payload::build(&vote, q)),
+                at: tap.at,
+            });
+        }
+        items
+    }
+
+    /// Write publications to the outbox (after the taps are durable).
+    async fn enqueue(&mut self, items: Vec<OutboxItem>, through: u64) {
+        let n = items.len() as u64;
+        match self
+            .store
+            .append(vec![Record::Outbox { items, through }])
+            .await
+        {
+            Ok(_) => {
+                self.xmpp.outbox += n;
+                self.unpublished = true;
+            }
+            // The taps are in the log above the mark: the next start enqueues them.
+            Err(e) => {
+                tracing::warn!(error = %e, items = n, "cannot enqueue votes for XMPP now; they are enqueued at the next start")
             }
         }
     }
@@ -1347,6 +1534,8 @@ impl Station {
             readers: self.readers.clone(),
             store: self.store_health.clone(),
             network: self.network.clone(),
+            xmpp: self.xmpp.clone(),
+            remote: self.remote.clone(),
             hotplug: HotplugView {
                 state: self.hotplug.state,
                 detail: self.hotplug.detail.clone(),

@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_snapshots.sql"),
     include_str!("../migrations/0003_bound_readers.sql"),
+    include_str!("../migrations/0004_outbox.sql"),
 ];
 
 /// Why the log could not be written or read.
@@ -152,9 +153,30 @@ impl BoundReader {
     }
 }
 
+/// One item to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    /// Row id (0 until written).
+    pub id: i64,
+    pub seq: u64,
+    pub node: String,
+    pub item_id: String,
+    pub payload: String,
+    pub at: i64,
+}
+
 /// One entry to append.
 #[derive(Debug, Clone)]
 pub enum Record {
+    /// Items to publish; `through` becomes the enqueued-through mark.
+    Outbox {
+        items: Vec<OutboxItem>,
+        through: u64,
+    },
+    /// Items the server acknowledged.
+    Published(Vec<i64>),
+    /// Replay only, before the taps: the outbox's enqueued-through mark.
+    OutboxMark(Option<u64>),
     Tap(Tap),
     Action(Action),
     /// A reader bound at runtime (replayed before the taps).
@@ -204,6 +226,10 @@ pub struct Recovered {
     pub next_seq: u64,
     /// The newest tap time of this station, so its clock never runs backwards.
     pub last_at: i64,
+    /// Items waiting in the outbox.
+    pub outbox_depth: u64,
+    /// The enqueued-through mark, if publishing ever ran.
+    pub outbox_through: Option<u64>,
 }
 
 /// Makes repeated strings of the log share one allocation.
@@ -264,6 +290,20 @@ impl Store {
             rec.next_seq = u64::try_from(seq).unwrap_or(0) + 1;
             rec.last_at = at;
         }
+        rec.outbox_depth = conn
+            .query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))
+            .map(|n| u64::try_from(n).unwrap_or(0))?;
+        rec.outbox_through = conn
+            .query_row(
+                "SELECT enqueued_through FROM outbox_state WHERE id = 1",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| Some(u64::try_from(n).unwrap_or(0)))
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?;
         let snapshot: Option<(i64, i64, Vec<u8>)> = conn
             .query_row(
                 "SELECT tap_rowid, tap_count, data FROM snapshots WHERE id = 1",
@@ -353,6 +393,7 @@ impl Store {
                 }));
             }
         }
+        on_record(Record::OutboxMark(rec.outbox_through));
         {
             let mut names = Interner::default();
             let mut tags = Interner::default();
@@ -389,6 +430,38 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The oldest items still to publish with a row id above `after`.
+    pub async fn outbox_peek(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, seq, node, item_id, payload, at FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(
+                params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok(OutboxItem {
+                        id: r.get(0)?,
+                        seq: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                        node: r.get(2)?,
+                        item_id: r.get(3)?,
+                        payload: r.get(4)?,
+                        at: r.get(5)?,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("outbox read failed: {e}")))?
     }
 
     /// Checkpoint and stop the store thread; answers once the thread is done
@@ -531,11 +604,37 @@ fn write_batch(conn: &mut Connection, records: &[Record]) -> Result<(), StoreErr
         let mut action_stmt = tx.prepare_cached(
             "INSERT INTO actions (at, kind, poll, cutoff_at, cutoff_station, cutoff_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
+        let mut outbox_stmt = tx.prepare_cached(
+            "INSERT INTO outbox (seq, node, item_id, payload, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut mark_stmt = tx.prepare_cached(
+            "INSERT INTO outbox_state (id, enqueued_through) VALUES (1, ?1) \
+             ON CONFLICT (id) DO UPDATE SET enqueued_through = max(enqueued_through, excluded.enqueued_through)",
+        )?;
+        let mut done_stmt = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
         let mut reader_stmt = tx.prepare_cached(
             "INSERT INTO bound_readers (id, device, protocol, poll, answer, slot, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         for r in records {
             match r {
+                Record::OutboxMark(_) => {}
+                Record::Outbox { items, through } => {
+                    for i in items {
+                        outbox_stmt.execute(params![
+                            i64::try_from(i.seq).unwrap_or(i64::MAX),
+                            i.node,
+                            i.item_id,
+                            i.payload,
+                            i.at
+                        ])?;
+                    }
+                    mark_stmt.execute([i64::try_from(*through).unwrap_or(i64::MAX)])?;
+                }
+                Record::Published(ids) => {
+                    for id in ids {
+                        done_stmt.execute([id])?;
+                    }
+                }
                 Record::Reader(b) => {
                     let (poll, answer, slot) = match &b.binding {
                         Binding::Fixed { poll, answer } => {
@@ -687,7 +786,11 @@ mod tests {
             |r| match r {
                 Record::Tap(t) => seen.push(t),
                 Record::Action(a) => actions.push(a),
-                Record::Snapshot { .. } | Record::Reader(_) => unreachable!("none written here"),
+                Record::Snapshot { .. }
+                | Record::Reader(_)
+                | Record::Outbox { .. }
+                | Record::Published(_)
+                | Record::OutboxMark(_) => {}
             },
         )
         .unwrap();

@@ -330,6 +330,8 @@ fn station_json(snap: &Snapshot) -> serde_json::Value {
         "readers": snap.readers,
         "network": snap.network,
         "hotplug": snap.hotplug,
+        "xmpp": snap.xmpp,
+        "remote": snap.remote,
         "store": snap.store,
         "health": crate::health::overview(snap),
     })

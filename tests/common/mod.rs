@@ -11,6 +11,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::Value;
 
+pub mod prosody;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_pollstation");
 
 /// How long any single wait in a test may take before it fails.

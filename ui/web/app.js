@@ -85,6 +85,23 @@ function setStatus(cls, text) {
   s.textContent = text;
 }
 
+// Results heard from other stations or sites over XMPP, marked as such.
+function renderRemote(remote) {
+  const box = document.getElementById("remote");
+  box.hidden = remote.length === 0;
+  box.replaceChildren(...remote.map(r => {
+    const sec = document.createElement("section");
+    sec.className = "poll remote";
+    const h = document.createElement("h2");
+    h.textContent = `${r.question} (remote: ${r.source})`;
+    const p = document.createElement("p");
+    p.className = "total";
+    p.textContent = r.answers.map(([, title, count]) => `${title} ${count}`).join(" · ") + ` — ${r.total} votes`;
+    sec.append(h, p);
+    return sec;
+  }));
+}
+
 function connect() {
   const es = new EventSource("/api/v1/events");
   es.addEventListener("open", () => setStatus("live", "live"));
@@ -97,8 +114,11 @@ function connect() {
     try { await loadPolls(); } catch (e) { /* keep what we have */ }
     render();
     const up = st.readers.filter(r => r.status === "connected").length;
-    setStatus("live", `live · readers ${up}/${st.readers.length} · network ${st.network.state}` +
+    const xmpp = st.xmpp.state === "disabled" ? "" :
+      ` · XMPP ${st.xmpp.state}` + (st.xmpp.outbox > 0 ? ` (${st.xmpp.outbox} queued)` : "");
+    setStatus("live", `live · readers ${up}/${st.readers.length} · network ${st.network.state}${xmpp}` +
       (st.store.writable ? "" : " · STORE FAILING"));
+    renderRemote(st.remote || []);
   });
   es.addEventListener("tally", ev => {
     const t = JSON.parse(ev.data);

@@ -1,0 +1,543 @@
+//! XMPP publish-subscribe (XEP-0060).
+//!
+//! Every counted vote is written to the outbox in the store by the Station
+//! (after the tap is durable, never before it is acknowledged). This task
+//! drains the outbox in order: it publishes each item to
+//! `<node_prefix><poll id>` on the pubsub service with the ikPoll payload
+//! ([`payload`]), under the deterministic item id `<station>-<seq>` (so a
+//! republish after a crash overwrites instead of duplicating), creates the
+//! node when the server answers item-not-found, and deletes the row once the
+//! server has acknowledged it. Up to [`WINDOW`] publishes are in flight.
+//!
+//! It logs in with SASL over STARTTLS with certificate verification (plain
+//! TCP only when `tls = "none"`, for loopback), wraps every IQ in a timeout,
+//! pings the server (XEP-0199), and reconnects with capped back-off. While
+//! NetworkManager says offline it does not try: votes wait in the outbox.
+//! It also subscribes to the configured nodes and hands their vote items to
+//! the Station as remote results.
+//!
+//! tokio-xmpp stays inside this module (its API changes between versions):
+//! the rest of the station sees [`run`], the outbox and Station commands.
+
+pub mod payload;
+
+use std::time::Duration;
+
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_xmpp::connect::DnsConfig;
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::ping::Ping;
+use tokio_xmpp::parsers::pubsub::{self, NodeName, PubSub};
+use tokio_xmpp::parsers::stanza_error::DefinedCondition;
+use tokio_xmpp::xmlstream::Timeouts;
+use tokio_xmpp::{Client, Event, IqRequest, IqResponse, Stanza};
+
+use crate::config::{XmppConfig, XmppTls};
+use crate::station::{Command, NetState, RemoteTally, StationHandle, now_ms};
+use crate::store::OutboxItem;
+
+/// Publishes in flight at once.
+pub const WINDOW: usize = 64;
+/// An IQ not answered in this time fails the session (and is retried).
+const IQ_TIMEOUT: Duration = Duration::from_secs(10);
+/// XEP-0199 ping interval. tokio-xmpp reconnects by itself without telling
+/// (only a fresh `Online` shows it); an unanswered ping or IQ is how a dead
+/// link is noticed when nothing is being published.
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// Longest wait between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Giving up on one login attempt.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The password: `password_file`, else the systemd credential.
+fn password(cfg: &XmppConfig) -> Result<String, String> {
+    let path = match &cfg.password_file {
+        Some(p) => p.clone(),
+        None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) => std::path::Path::new(&dir).join("pollstation-xmpp-password"),
+            None => {
+                return Err(
+                    "no password: set [xmpp] password_file or the credential pollstation-xmpp-password"
+                        .into(),
+                );
+            }
+        },
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read the XMPP password from {}: {e}", path.display()))?;
+    let pw = text.trim_end_matches(['\n', '\r']).to_string();
+    if pw.is_empty() {
+        return Err(format!(
+            "the XMPP password file {} is empty",
+            path.display()
+        ));
+    }
+    Ok(pw)
+}
+
+fn client(cfg: &XmppConfig, jid: &BareJid, password: &str) -> Result<Client, String> {
+    let dns = match &cfg.server {
+        Some(s) => {
+            let (host, port) = s.rsplit_once(':').ok_or("server is not host:port")?;
+            let port: u16 = port.parse().map_err(|_| "server port is not a number")?;
+            DnsConfig::no_srv(host, port)
+        }
+        None => DnsConfig::srv_default_client(jid.domain().as_str()),
+    };
+    let timeouts = Timeouts::default();
+    Ok(match cfg.tls {
+        XmppTls::Required => Client::new_starttls(jid.clone(), password, dns, timeouts),
+        XmppTls::None => Client::new_plaintext(jid.clone(), password, dns, timeouts),
+    })
+}
+
+/// Tells the Station how the link is.
+struct Reporter {
+    station: StationHandle,
+    last: (String, String),
+}
+
+impl Reporter {
+    async fn set(&mut self, state: &str, detail: impl Into<String>) {
+        let detail = detail.into();
+        if self.last.0 == state && self.last.1 == detail {
+            return;
+        }
+        if self.last.0 != state {
+            tracing::info!(state, detail, "xmpp");
+        }
+        self.last = (state.to_string(), detail.clone());
+        let _ = self
+            .station
+            .sender()
+            .send(Command::Xmpp {
+                state: state.into(),
+                detail,
+            })
+            .await;
+    }
+}
+
+/// How a session ended.
+enum Ended {
+    Shutdown,
+    /// NetworkManager says offline: wait for it, no back-off.
+    Offline,
+    Failed(String),
+}
+
+/// Publish and listen for as long as the station runs.
+pub async fn run(cfg: XmppConfig, station: StationHandle, shutdown: CancellationToken) {
+    // Exactly one rustls provider is compiled in; make it the default.
+    let _ = tokio_xmpp::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut reporter = Reporter {
+        station: station.clone(),
+        last: (String::new(), String::new()),
+    };
+    let jid: BareJid = match cfg.jid.parse() {
+        Ok(j) => j,
+        Err(e) => {
+            reporter
+                .set("error", format!("jid {:?}: {e}", cfg.jid))
+                .await;
+            return;
+        }
+    };
+    let password = match password(&cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("xmpp: {e}");
+            reporter.set("error", e).await;
+            return;
+        }
+    };
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        if !wait_for_network(&station, &mut reporter, &shutdown).await {
+            return;
+        }
+        reporter
+            .set("connecting", format!("logging in as {jid}"))
+            .await;
+        let c = match client(&cfg, &jid, &password) {
+            Ok(c) => c,
+            Err(e) => {
+                reporter.set("error", e).await;
+                return;
+            }
+        };
+        let ended = session(c, &cfg, &station, &mut reporter, &mut backoff, &shutdown).await;
+        match ended {
+            Ended::Shutdown => return,
+            Ended::Offline => {}
+            Ended::Failed(e) => {
+                let depth = station.snapshot().xmpp.outbox;
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis(), queued = depth, "xmpp: session ended");
+                reporter
+                    .set(
+                        "error",
+                        format!("{e}; retrying in {} s, {depth} queued", backoff.as_secs()),
+                    )
+                    .await;
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Wait while NetworkManager says offline. False on shutdown.
+async fn wait_for_network(
+    station: &StationHandle,
+    reporter: &mut Reporter,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut watch = station.watch();
+    loop {
+        let (offline, depth) = {
+            let s = watch.borrow_and_update();
+            (s.network.state == NetState::Offline, s.xmpp.outbox)
+        };
+        if !offline {
+            return true;
+        }
+        reporter
+            .set("waiting", format!("network offline; {depth} queued"))
+            .await;
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            r = watch.changed() => if r.is_err() { return false },
+        }
+    }
+}
+
+type Publishing =
+    std::pin::Pin<Box<dyn Future<Output = (OutboxItem, Result<IqResponse, String>)> + Send>>;
+
+fn node_uri(service: &str, node: &str) -> String {
+    format!("xmpp:{service}?;node={node}")
+}
+
+async fn session(
+    client: Client,
+    cfg: &XmppConfig,
+    station: &StationHandle,
+    reporter: &mut Reporter,
+    backoff: &mut Duration,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let (sender, mut events) = client.split();
+    // Log in.
+    let deadline = Instant::now() + LOGIN_TIMEOUT;
+    let bound = loop {
+        let ev = tokio::select! {
+            () = shutdown.cancelled() => return Ended::Shutdown,
+            ev = tokio::time::timeout_at(deadline, events.next()) => ev,
+        };
+        match ev {
+            Err(_) => return Ended::Failed(
+                "no session within 20 s (server down, wrong password or TLS refused? see the log)"
+                    .into(),
+            ),
+            Ok(None) => return Ended::Failed("the client stopped".into()),
+            Ok(Some(Event::Online { bound_jid, .. })) => break bound_jid,
+            Ok(Some(Event::Disconnected(e))) => {
+                return Ended::Failed(format!("cannot log in: {e}"));
+            }
+            Ok(Some(Event::Stanza(_))) => {}
+        }
+    };
+    *backoff = Duration::from_secs(1);
+    let service: Jid = match cfg.pubsub.parse() {
+        Ok(j) => j,
+        Err(e) => return Ended::Failed(format!("pubsub service {:?}: {e}", cfg.pubsub)),
+    };
+    reporter
+        .set(
+            "online",
+            format!("logged in as {bound}, publishing to {service}"),
+        )
+        .await;
+
+    // Listen to the configured nodes.
+    for (svc, node) in &cfg.subscribe {
+        let Ok(to) = svc.parse::<Jid>() else { continue };
+        let req = PubSub::Subscribe {
+            subscribe: Some(pubsub::pubsub::Subscribe {
+                jid: Jid::from(bound.to_bare()),
+                node: Some(NodeName(node.clone())),
+            }),
+            options: None,
+        };
+        let token = sender.send_iq(Some(to), IqRequest::Set(req.into())).await;
+        match tokio::time::timeout(IQ_TIMEOUT, token).await {
+            Ok(Ok(IqResponse::Result(_))) => {
+                tracing::info!(node = %node_uri(svc, node), "xmpp: subscribed")
+            }
+            Ok(Ok(IqResponse::Error(e))) => {
+                tracing::warn!(node = %node_uri(svc, node), condition = ?e.defined_condition, "xmpp: subscription refused");
+            }
+            Ok(Err(e)) => return Ended::Failed(format!("subscribe failed: {e:?}")),
+            Err(_) => return Ended::Failed("the server did not answer a subscribe".into()),
+        }
+    }
+
+    let mut watch = station.watch();
+    let mut inflight: FuturesOrdered<Publishing> = FuturesOrdered::new();
+    // Highest outbox row id handed to the server in this session.
+    let mut sent_through = 0i64;
+    // Every row up to here is acknowledged.
+    let mut acked_through = 0i64;
+    let mut done: Vec<i64> = Vec::new();
+    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    let mut more = true; // the outbox may hold rows not sent yet
+    let own_source = format!("pollstation:{}", station.snapshot().station);
+    let ended = loop {
+        let mut stalled = None;
+        if more && inflight.len() < WINDOW / 2 {
+            match station
+                .store()
+                .outbox_peek(sent_through, WINDOW - inflight.len())
+                .await
+            {
+                Err(e) => break Ended::Failed(format!("cannot read the outbox: {e}")),
+                Ok(items) => {
+                    more = items.len() == WINDOW - inflight.len();
+                    for item in items {
+                        tracing::debug!(row = item.id, node = %item.node, item = %item.item_id, "xmpp: publishing");
+                        sent_through = item.id;
+                        let id = item.id;
+                        match publish(&sender, &service, item).await {
+                            Ok(f) => inflight.push_back(f),
+                            Err(e) if e.starts_with("the connection is stalled") => {
+                                stalled = Some(e);
+                                break;
+                            }
+                            Err(e) => {
+                                // Cannot happen with rows the Station wrote;
+                                // a corrupt row must not block the rest.
+                                tracing::error!("{e}; dropping it from the outbox");
+                                done.push(id);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(e) = stalled {
+            break Ended::Failed(e);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break Ended::Shutdown,
+            r = watch.changed() => {
+                if r.is_err() {
+                    break Ended::Shutdown;
+                }
+                let s = watch.borrow_and_update();
+                if s.network.state == NetState::Offline {
+                    break Ended::Offline;
+                }
+                // New rows are enqueued as the outbox grows.
+                more = true;
+            }
+            Some((item, result)) = inflight.next(), if !inflight.is_empty() => {
+                tracing::debug!(row = item.id, ok = result.is_ok(), "xmpp: publish answered");
+                match result {
+                    Ok(IqResponse::Result(_)) => {
+                        acked_through = item.id;
+                        done.push(item.id);
+                    }
+                    Ok(IqResponse::Error(e)) if e.defined_condition == DefinedCondition::ItemNotFound => {
+                        tracing::info!(node = %item.node, "xmpp: node does not exist; creating it");
+                        if let Err(e) = create_node(&sender, &service, &item.node).await {
+                            break Ended::Failed(e);
+                        }
+                        // Publish it, and what followed it, again (same ids).
+                        inflight = FuturesOrdered::new();
+                        sent_through = item.id - 1;
+                        more = true;
+                    }
+                    Ok(IqResponse::Error(e)) => {
+                        break Ended::Failed(format!(
+                            "publishing to {} refused: {:?} {}",
+                            item.node,
+                            e.defined_condition,
+                            e.texts.values().next().map_or("", String::as_str)
+                        ));
+                    }
+                    Err(e) => break Ended::Failed(e),
+                }
+                if inflight.is_empty() || done.len() >= WINDOW {
+                    flush(station, &mut done).await;
+                }
+            }
+            ev = events.next() => match ev {
+                None => break Ended::Failed("the client stopped".into()),
+                Some(Event::Disconnected(e)) => break Ended::Failed(format!("connection lost: {e}")),
+                Some(Event::Online { bound_jid, .. }) => {
+                    // tokio-xmpp reconnected on its own: what was in flight
+                    // may be lost; publish it again (same item ids).
+                    tracing::info!(jid = %bound_jid, "xmpp: the connection was re-established");
+                    inflight = FuturesOrdered::new();
+                    sent_through = acked_through;
+                    more = true;
+                }
+                Some(Event::Stanza(Stanza::Message(m))) => {
+                    for r in remote_results(&m, &own_source) {
+                        let _ = station.sender().send(Command::Remote(r)).await;
+                    }
+                }
+                Some(Event::Stanza(_)) => {}
+            },
+            _ = ping.tick() => {
+                let token = sender
+                    .send_iq(Some(Jid::from(bound.domain().to_owned())), IqRequest::Get(Ping.into()))
+                    .await;
+                match tokio::time::timeout(IQ_TIMEOUT, token).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => break Ended::Failed(format!("ping failed: {e:?}")),
+                    Err(_) => break Ended::Failed("the server did not answer a ping".into()),
+                }
+            }
+        }
+    };
+    flush(station, &mut done).await;
+    // Not answered yet: stays in the outbox, published again next session.
+    drop(inflight);
+    let client = Client::reunite(sender, events);
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.send_end()).await;
+    ended
+}
+
+async fn flush(station: &StationHandle, done: &mut Vec<i64>) {
+    if done.is_empty() {
+        return;
+    }
+    let _ = station
+        .sender()
+        .send(Command::Published(std::mem::take(done)))
+        .await;
+}
+
+async fn publish(
+    sender: &tokio_xmpp::ClientSender,
+    service: &Jid,
+    item: OutboxItem,
+) -> Result<Publishing, String> {
+    let payload: Element = item
+        .payload
+        .parse()
+        .map_err(|e| format!("outbox row {} is not XML: {e}", item.id))?;
+    let req = PubSub::Publish {
+        publish: pubsub::pubsub::Publish {
+            node: NodeName(item.node.clone()),
+            items: vec![pubsub::pubsub::Item {
+                id: Some(pubsub::ItemId(item.item_id.clone())),
+                publisher: None,
+                payload: Some(payload),
+            }],
+        },
+        publish_options: None,
+    };
+    // The client's send queue is short and does not drain while the link is
+    // down (tokio-xmpp reconnects silently): bound the wait for room in it.
+    let token = tokio::time::timeout(
+        IQ_TIMEOUT,
+        sender.send_iq(Some(service.clone()), IqRequest::Set(req.into())),
+    )
+    .await
+    .map_err(|_| "the connection is stalled (cannot send)".to_string())?;
+    Ok(async move {
+        let r = match tokio::time::timeout(IQ_TIMEOUT, token).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(format!("publish failed: {e:?}")),
+            Err(_) => Err("the server did not answer a publish".into()),
+        };
+        (item, r)
+    }
+    .boxed())
+}
+
+async fn create_node(
+    sender: &tokio_xmpp::ClientSender,
+    service: &Jid,
+    node: &str,
+) -> Result<(), String> {
+    use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
+    // Keep the items (a results site reads them back) and as many as the
+    // server allows, so nothing published is pushed out by the next vote.
+    let form = DataForm::new(
+        DataFormType::Submit,
+        "http://jabber.org/protocol/pubsub#node_config",
+        vec![
+            Field::new("pubsub#persist_items", FieldType::Boolean).with_value("1"),
+            Field::text_single("pubsub#max_items", "max"),
+        ],
+    );
+    let req = PubSub::Create {
+        create: pubsub::pubsub::Create {
+            node: Some(NodeName(node.to_string())),
+        },
+        configure: Some(pubsub::pubsub::Configure { form: Some(form) }),
+    };
+    let token = sender
+        .send_iq(Some(service.clone()), IqRequest::Set(req.into()))
+        .await;
+    match tokio::time::timeout(IQ_TIMEOUT, token).await {
+        Ok(Ok(IqResponse::Result(_))) => Ok(()),
+        // Someone else made it in the meantime.
+        Ok(Ok(IqResponse::Error(e))) if e.defined_condition == DefinedCondition::Conflict => Ok(()),
+        Ok(Ok(IqResponse::Error(e))) => Err(format!(
+            "cannot create node {node}: {:?} (does the account may create nodes on {service}?)",
+            e.defined_condition
+        )),
+        Ok(Err(e)) => Err(format!("create failed: {e:?}")),
+        Err(_) => Err("the server did not answer a create".into()),
+    }
+}
+
+/// Vote items in a pubsub event message, as remote results.
+fn remote_results(m: &tokio_xmpp::parsers::message::Message, own_source: &str) -> Vec<RemoteTally> {
+    let service = m.from.as_ref().map(ToString::to_string).unwrap_or_default();
+    let mut out = Vec::new();
+    for p in &m.payloads {
+        let Ok(event) = pubsub::Event::try_from(p.clone()) else {
+            continue;
+        };
+        let pubsub::event::Payload::Items {
+            node, published, ..
+        } = event.payload
+        else {
+            continue;
+        };
+        for item in published {
+            let Some(v) = item.payload.as_ref().and_then(payload::parse) else {
+                continue;
+            };
+            if v.source.as_deref() == Some(own_source) {
+                continue;
+            }
+            out.push(RemoteTally {
+                source: node_uri(&service, &node.0),
+                question_id: v.question.id,
+                question: v.question.title,
+                answers: v
+                    .question
+                    .answers
+                    .into_iter()
+                    .map(|(id, title, count, _)| (id, title, count))
+                    .collect(),
+                total: v.question.total,
+                at: now_ms(),
+            });
+        }
+    }
+    out
+}
