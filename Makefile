@@ -35,3 +35,4 @@ bench:
 	$(CARGO) bench --bench readers
 	$(CARGO) bench --bench sse_load
 	$(CARGO) bench --bench screen_latency
+	$(CARGO) bench --bench xmpp
