@@ -71,7 +71,10 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn until(station: &pollstation::station::StationHandle, pred: impl Fn(&pollstation::station::XmppView) -> bool) {
+async fn until(
+    station: &pollstation::station::StationHandle,
+    pred: impl Fn(&pollstation::station::XmppView) -> bool,
+) {
     let mut w = station.watch();
     let deadline = Instant::now() + WAIT * 5;
     loop {
@@ -110,16 +113,22 @@ async fn main() {
     {
         let d = dir.path().join("baseline");
         let shutdown = CancellationToken::new();
-        let running = service::start(&config(&d, None), shutdown.clone()).await.unwrap();
+        let running = service::start(&config(&d, None), shutdown.clone())
+            .await
+            .unwrap();
         let (p50, p99) = latency(&running.station, 0, lat_n).await;
-        println!("tap latency, XMPP not configured: p50 {p50:.2} ms, p99 {p99:.2} ms ({lat_n} taps)");
+        println!(
+            "tap latency, XMPP not configured: p50 {p50:.2} ms, p99 {p99:.2} ms ({lat_n} taps)"
+        );
         shutdown.cancel();
         running.wait().await;
     }
 
     let d = dir.path().join("station");
     let shutdown = CancellationToken::new();
-    let running = service::start(&config(&d, Some(server.port)), shutdown.clone()).await.unwrap();
+    let running = service::start(&config(&d, Some(server.port)), shutdown.clone())
+        .await
+        .unwrap();
     let st = running.station.clone();
     until(&st, |x| x.state == "online").await;
     // Make the node exist (the first publish creates it).
@@ -159,10 +168,24 @@ async fn main() {
     // XMPP slow: Prosody stopped (SIGSTOP): the TCP connection stays, nothing answers.
     let pid = std::fs::read_to_string(server.dir.join("prosody.pid")).unwrap();
     let pid = pid.trim().to_string();
-    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let (p50, p99) = latency(&st, 200_000, lat_n).await;
-    println!("tap latency, XMPP slow (server stopped, connection open): p50 {p50:.2} ms, p99 {p99:.2} ms");
-    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    println!(
+        "tap latency, XMPP slow (server stopped, connection open): p50 {p50:.2} ms, p99 {p99:.2} ms"
+    );
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     until(&st, |x| x.outbox == 0).await;
 
     // XMPP down: Prosody killed.

@@ -15,6 +15,16 @@ use pollstation::xmpp::payload;
 use serde_json::Value;
 
 fn station(dir: &Path, prosody: &Prosody, extra: &str) -> Station {
+    station_env(dir, prosody, extra, "none", &[])
+}
+
+fn station_env(
+    dir: &Path,
+    prosody: &Prosody,
+    extra: &str,
+    tls: &str,
+    env: &[(&str, &str)],
+) -> Station {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let pw = dir.join("xmpp.password");
@@ -22,11 +32,13 @@ fn station(dir: &Path, prosody: &Prosody, extra: &str) -> Station {
     let cfg = format!(
         "[network]\nwatch = false\n[hotplug]\nenabled = false\n\
          [xmpp]\njid = \"station@localhost\"\npassword_file = \"{}\"\nserver = \"127.0.0.1:{}\"\n\
-         tls = \"none\"\npubsub = \"pubsub.localhost\"\n{extra}\n",
+         tls = \"{tls}\"\npubsub = \"pubsub.localhost\"\n{extra}\n",
         pw.display(),
         prosody.port
     );
-    Station::start(&data, &common::config(&data, &cfg))
+    let config = dir.join("station.toml");
+    std::fs::write(&config, common::config(&data, &cfg)).unwrap();
+    Station::start_env(&data, &config, env)
 }
 
 /// Until the station's XMPP view satisfies `pred`.
@@ -222,4 +234,50 @@ async fn every_vote_is_published_once_in_order_across_server_and_station_crashes
     assert_eq!(s["xmpp"]["outbox"], 0);
     assert!(st.terminate().success());
     let _ = prosody.log();
+}
+
+#[tokio::test]
+async fn starttls_verifies_the_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let prosody = Prosody::start_with(dir.path(), true);
+    let trusted = prosody.dir.join("localhost.crt");
+
+    // A certificate the station does not trust: no session, a clear state.
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = common::prosody::self_signed(&other_dir, "localhost");
+    let a = dir.path().join("a");
+    let st = station_env(
+        &a,
+        &prosody,
+        "",
+        "required",
+        &[("SSL_CERT_FILE", other.to_str().unwrap())],
+    );
+    let x = xmpp_until(&st, "refusing the certificate", |x| x["state"] == "error").await;
+    assert!(x["detail"].as_str().unwrap().contains("no session"), "{x}");
+    let out = st.output();
+    assert!(
+        out.to_lowercase().contains("certificate"),
+        "the log says why:\n{out}"
+    );
+    assert!(st.terminate().success());
+
+    // Trusted: STARTTLS, logged in, votes published.
+    let b = dir.path().join("b");
+    let st = station_env(
+        &b,
+        &prosody,
+        "",
+        "required",
+        &[("SSL_CERT_FILE", trusted.to_str().unwrap())],
+    );
+    xmpp_until(&st, "online over TLS", |x| x["state"] == "online").await;
+    let (code, _) = st.tap("all-a", "urn:rfid:04A1B2C3").await;
+    assert_eq!(code, 201);
+    xmpp_until(&st, "published over TLS", |x| {
+        x["published"] == 1 && x["outbox"] == 0
+    })
+    .await;
+    assert!(st.terminate().success());
 }

@@ -51,7 +51,7 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 /// Longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Giving up on one login attempt.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The password: `password_file`, else the systemd credential.
 fn password(cfg: &XmppConfig) -> Result<String, String> {
@@ -243,7 +243,7 @@ async fn session(
         };
         match ev {
             Err(_) => return Ended::Failed(
-                "no session within 20 s (server down, wrong password or TLS refused? see the log)"
+                "no session within 10 s (server down, wrong password or certificate refused? see the log)"
                     .into(),
             ),
             Ok(None) => return Ended::Failed("the client stopped".into()),

@@ -35,11 +35,31 @@ fn free_port() -> u16 {
 impl Prosody {
     /// Configure (users `station` — a pubsub admin — and `watcher`) and start.
     pub fn start(dir: &Path) -> Prosody {
+        Self::start_with(dir, false)
+    }
+
+    /// With `tls`: STARTTLS required, with a self-signed certificate for
+    /// `localhost` in `<dir>/prosody/localhost.crt`.
+    pub fn start_with(dir: &Path, tls: bool) -> Prosody {
         let dir = dir.join("prosody");
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let port = free_port();
         let config = dir.join("prosody.cfg.lua");
         let d = dir.display();
+        let tls_config = if tls {
+            self_signed(&dir, "localhost");
+            format!(
+                "modules_enabled = {{ \"roster\"; \"saslauth\"; \"disco\"; \"ping\"; \"posix\"; \"tls\"; }}\n\
+                 c2s_require_encryption = true\n\
+                 ssl = {{ key = \"{d}/localhost.key\"; certificate = \"{d}/localhost.crt\"; }}\n"
+            )
+        } else {
+            "modules_enabled = { \"roster\"; \"saslauth\"; \"disco\"; \"ping\"; \"posix\"; }\n\
+             modules_disabled = { \"s2s\"; \"dialback\"; \"http\"; \"tls\"; }\n\
+             c2s_require_encryption = false\n\
+             allow_unencrypted_plain_auth = true\n"
+                .to_string()
+        };
         std::fs::write(
             &config,
             format!(
@@ -57,12 +77,9 @@ component_ports = {{ }}
 http_ports = {{ }}
 https_ports = {{ }}
 admins = {{ "station@localhost" }}
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "posix"; }}
-modules_disabled = {{ "s2s"; "dialback"; "http"; "tls"; }}
+{tls_config}
 authentication = "internal_hashed"
 storage = "internal"
-c2s_require_encryption = false
-allow_unencrypted_plain_auth = true
 VirtualHost "localhost"
 Component "pubsub.localhost" "pubsub"
   autocreate_on_publish = false
@@ -123,6 +140,32 @@ Component "pubsub.localhost" "pubsub"
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("prosody.log")).unwrap_or_default()
     }
+}
+
+/// A self-signed certificate rustls accepts (SAN, CA:FALSE): `<name>.key`
+/// and `<name>.crt` in `dir`.
+pub fn self_signed(dir: &Path, name: &str) -> PathBuf {
+    let crt = dir.join(format!("{name}.crt"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", &format!("/CN={name}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{name}")])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args([
+            "-addext",
+            "keyUsage=critical,digitalSignature,keyEncipherment",
+        ])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl: {out:?}");
+    crt
 }
 
 impl Drop for Prosody {
