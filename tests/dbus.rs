@@ -537,3 +537,57 @@ async fn readers_attach_and_detach_with_their_device_units_and_new_ones_can_be_b
     sse.reader_status("spare", "connected").await;
     assert!(st.terminate().success());
 }
+
+/// Offline means queue and wait; online again means flush (XMPP).
+#[tokio::test]
+async fn xmpp_waits_while_networkmanager_says_offline_and_flushes_when_online() {
+    use common::prosody::{PASSWORD, Prosody};
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::start(dir.path());
+    let nm = serve_nm(&bus, 70, 4).await;
+    let prosody = Prosody::start(dir.path());
+    let pw = dir.path().join("xmpp.password");
+    std::fs::write(&pw, PASSWORD).unwrap();
+    let extra = format!(
+        "[network]\ndebounce_ms = 100\n[hotplug]\nenabled = false\n\
+         [xmpp]\njid = \"station@localhost\"\npassword_file = \"{}\"\nserver = \"127.0.0.1:{}\"\n\
+         tls = \"none\"\npubsub = \"pubsub.localhost\"\n",
+        pw.display(),
+        prosody.port
+    );
+    let st = start_station(dir.path(), &bus.address, &extra);
+    let mut sse = Sse::connect(&st.url("/api/v1/events")).await;
+    sse.until_any(|n, v| n == "status" && v["xmpp"]["state"] == "online")
+        .await;
+    let (code, _) = st.tap("all-a", "urn:rfid:04A1B2C3").await;
+    assert_eq!(code, 201);
+
+    set_nm(&nm, 20, 1).await;
+    sse.until_any(|n, v| n == "status" && v["xmpp"]["state"] == "waiting")
+        .await;
+    for i in 0..5 {
+        let (code, _) = st.tap("all-a", &format!("urn:rfid:04A1B3{i:02X}")).await;
+        assert_eq!(code, 201, "taps are acknowledged while offline");
+    }
+    let (_, s) = st.get("/api/v1/station").await;
+    let published_offline = s["xmpp"]["published"].as_u64().unwrap();
+    assert!(s["xmpp"]["outbox"].as_u64().unwrap() >= 5, "{}", s["xmpp"]);
+    assert!(
+        s["xmpp"]["detail"].as_str().unwrap().contains("queued"),
+        "{}",
+        s["xmpp"]
+    );
+
+    set_nm(&nm, 70, 4).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, s) = st.get("/api/v1/station").await;
+        if s["xmpp"]["outbox"] == 0 && s["xmpp"]["published"].as_u64() == Some(6) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not flushed: {}", s["xmpp"]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(published_offline <= 1, "nothing published while offline");
+    assert!(st.terminate().success());
+}
