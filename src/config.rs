@@ -27,6 +27,30 @@ pub struct Config {
     pub hotplug: HotplugConfig,
     /// `None`: no XMPP publishing.
     pub xmpp: Option<XmppConfig>,
+    /// `None`: tags are not resolved to people.
+    pub identity: Option<IdentityConfig>,
+}
+
+/// Resolving tags to people.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityConfig {
+    /// anyMeta's REST entrypoint, `https://<site>/services/rest/`.
+    pub anymeta: Option<String>,
+    /// TOML with c_key, c_sec, t_key, t_sec (mode 0600); else the credential.
+    pub credentials: Option<PathBuf>,
+    pub signature: crate::identity::oauth::Method,
+    /// `tag,name,person_id` per line.
+    pub people: Option<PathBuf>,
+    /// Names on public pages and API responses.
+    pub show_names: bool,
+    /// How long a resolved person is trusted before it is looked up again.
+    pub ttl: Duration,
+    /// How long "unknown" is trusted.
+    pub negative_ttl: Duration,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    /// How long the circuit breaker stays open before a trial lookup.
+    pub breaker_open: Duration,
 }
 
 /// Whether the XMPP connection is encrypted.
@@ -284,6 +308,49 @@ struct RawConfig {
     #[serde(default)]
     hotplug: RawHotplug,
     xmpp: Option<RawXmpp>,
+    identity: Option<RawIdentity>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    anymeta: Option<Spanned<String>>,
+    credentials: Option<String>,
+    #[serde(default = "default_signature")]
+    signature: Spanned<String>,
+    people: Option<Spanned<String>>,
+    #[serde(default)]
+    show_names: bool,
+    #[serde(default = "default_ttl_s")]
+    ttl_s: u64,
+    #[serde(default = "default_negative_ttl_s")]
+    negative_ttl_s: u64,
+    #[serde(default = "default_identity_timeout_ms")]
+    timeout_ms: Spanned<u64>,
+    #[serde(default = "default_identity_concurrency")]
+    concurrency: Spanned<usize>,
+    #[serde(default = "default_breaker_open_s")]
+    breaker_open_s: u64,
+}
+
+fn default_breaker_open_s() -> u64 {
+    30
+}
+
+fn default_signature() -> Spanned<String> {
+    Spanned::new(0..0, "hmac-sha1".into())
+}
+fn default_ttl_s() -> u64 {
+    86_400
+}
+fn default_negative_ttl_s() -> u64 {
+    600
+}
+fn default_identity_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 5000)
+}
+fn default_identity_concurrency() -> Spanned<usize> {
+    Spanned::new(0..0, 4)
 }
 
 #[derive(Debug, Deserialize)]
@@ -851,6 +918,56 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
         }
     });
 
+    // [identity]
+    let identity = raw.identity.as_ref().map(|i| {
+        if let Some(url) = &i.anymeta
+            && !(url.get_ref().starts_with("https://") || url.get_ref().starts_with("http://"))
+        {
+            problem(
+                url.span(),
+                format!("anymeta {:?} is not an http(s) URL like https://www.example.org/services/rest/", url.get_ref()),
+            );
+        }
+        let signature = match i.signature.get_ref().as_str() {
+            "hmac-sha1" => crate::identity::oauth::Method::HmacSha1,
+            "plaintext" => crate::identity::oauth::Method::Plaintext,
+            other => {
+                problem(
+                    i.signature.span(),
+                    format!("signature {other:?} is not hmac-sha1 or plaintext"),
+                );
+                crate::identity::oauth::Method::HmacSha1
+            }
+        };
+        if !(100..=60_000).contains(i.timeout_ms.get_ref()) {
+            problem(i.timeout_ms.span(), "identity timeout_ms must be between 100 and 60000".into());
+        }
+        if !(1..=64).contains(i.concurrency.get_ref()) {
+            problem(i.concurrency.span(), "identity concurrency must be between 1 and 64".into());
+        }
+        let people = i.people.as_ref().map(|p| absolute(base, p.get_ref()));
+        if let (Some(p), Some(span)) = (&people, i.people.as_ref().map(toml::Spanned::span))
+            && let Err(e) = crate::identity::load_people(p)
+        {
+            problem(span, format!("people file: {e}"));
+        }
+        if i.anymeta.is_none() && people.is_none() {
+            problem(0..0, "[identity] needs anymeta or people (or leave the section out)".into());
+        }
+        IdentityConfig {
+            anymeta: i.anymeta.as_ref().map(|u| u.get_ref().clone()),
+            credentials: i.credentials.as_ref().map(|c| absolute(base, c)),
+            signature,
+            people,
+            show_names: i.show_names,
+            ttl: Duration::from_secs(i.ttl_s),
+            negative_ttl: Duration::from_secs(i.negative_ttl_s),
+            timeout: Duration::from_millis(*i.timeout_ms.get_ref()),
+            concurrency: *i.concurrency.get_ref(),
+            breaker_open: Duration::from_secs(i.breaker_open_s.max(1)),
+        }
+    });
+
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -881,6 +998,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
             pattern: raw.hotplug.pattern.into_inner(),
         },
         xmpp,
+        identity,
     })
 }
 

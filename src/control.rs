@@ -337,7 +337,7 @@ fn status(st: &StationHandle) -> Value {
         "readers": snap.readers,
         "network": snap.network,
         "hotplug": snap.hotplug,
-        "identity": {"state": "not configured"},
+        "identity": snap.identity,
         "xmpp": snap.xmpp,
         "remote": snap.remote,
         "store": {

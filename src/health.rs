@@ -199,9 +199,29 @@ pub fn overview(snap: &Snapshot) -> Overview {
             Some("votes are kept in the outbox; check [xmpp] server, jid and password, and that the server is up (journalctl -u pollstation)"),
         ),
     });
-    for part in ["identity", "herd"] {
-        out.push(c(part, Level::Ok, "not configured", None));
-    }
+    let i = &snap.identity;
+    out.push(match i.state.as_str() {
+        "not configured" => c("identity", Level::Ok, "not configured", None),
+        "ok" | "starting" => c(
+            "identity",
+            Level::Ok,
+            format!("{} known, {} pending", i.known, i.pending),
+            None,
+        ),
+        "offline" => c(
+            "identity",
+            Level::Warning,
+            format!("lookups wait: {}; {} pending", i.detail, i.pending),
+            Some("votes still count; names arrive when anyMeta answers again (check the network and the anyMeta site)"),
+        ),
+        _ => c(
+            "identity",
+            Level::Notice,
+            format!("{}: {}; {} pending", i.state, i.detail, i.pending),
+            Some("check [identity] anymeta, the credentials file (mode 0600) and the people file"),
+        ),
+    });
+    out.push(c("herd", Level::Ok, "not configured", None));
 
     let level = out.iter().map(|c| c.level).max().unwrap_or(Level::Ok);
     Overview {

@@ -17,6 +17,7 @@
 //!   - [`web`]: HTTP API, SSE, results page (axum);
 //!   - [`network`]: NetworkManager's online/offline over D-Bus (zbus);
 //!   - [`hotplug`]: readers plugged in and out, from systemd's device units (zbus);
+//!   - [`identity`]: tags to people (people file, anyMeta over OAuth 1.0a), off the hot path;
 //!   - [`xmpp`]: votes published over XMPP pubsub from a durable outbox; remote results heard;
 //!   - `screen`: the GTK tally screen (feature `gtk`), on the main thread;
 //! - [`sim`]: simulated readers on pseudo-terminals (demo, tests, `pollstation sim`);
@@ -33,6 +34,7 @@ pub mod ctl;
 pub mod demo;
 pub mod health;
 pub mod hotplug;
+pub mod identity;
 pub mod metrics;
 pub mod network;
 pub mod poll;

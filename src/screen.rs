@@ -23,7 +23,13 @@ use crate::station::{Event, ReaderStatus, Snapshot, StationHandle};
 /// What the tokio side tells the screen.
 enum Msg {
     State(Arc<Snapshot>),
-    Tap { counted: bool },
+    Tap {
+        counted: bool,
+        first_name: Option<Arc<str>>,
+        tag: crate::poll::TagUid,
+    },
+    /// The voter of a recent tap was named after the tap.
+    Person(crate::station::PersonEvent),
     Quit,
 }
 
@@ -64,7 +70,12 @@ pub fn run(
             while let Ok(msg) = rx.recv().await {
                 match msg {
                     Msg::State(s) => view.state(&s),
-                    Msg::Tap { counted } => view.thanks(counted),
+                    Msg::Tap {
+                        counted,
+                        first_name,
+                        tag,
+                    } => view.thanks(counted, first_name.as_deref(), tag),
+                    Msg::Person(p) => view.named(&p),
                     Msg::Quit => {
                         view.window.close();
                         break;
@@ -108,7 +119,12 @@ async fn forward(
                 Err(_) => Msg::Quit,
             },
             ev = events.recv() => match ev {
-                Ok(Event::Tap(t)) => Msg::Tap { counted: t.counted },
+                Ok(Event::Tap(t)) => Msg::Tap {
+                    counted: t.counted,
+                    first_name: t.first_name,
+                    tag: t.tag,
+                },
+                Ok(Event::Person(p)) => Msg::Person(p),
                 Ok(_) | Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => Msg::Quit,
             },
@@ -137,6 +153,8 @@ struct View {
     status: gtk::Label,
     banner: gtk::Label,
     banner_gen: Cell<u64>,
+    /// The tag the banner thanks (to name it when the name arrives).
+    banner_tag: RefCell<Option<crate::poll::TagUid>>,
     /// Poll shown: `None` follows the active poll; arrows pick another.
     chosen: Cell<Option<usize>>,
     last: RefCell<Option<Arc<Snapshot>>>,
@@ -191,6 +209,7 @@ impl View {
             status,
             banner,
             banner_gen: Cell::new(0),
+            banner_tag: RefCell::new(None),
             chosen: Cell::new(None),
             last: RefCell::new(None),
             animating: Cell::new(false),
@@ -486,13 +505,25 @@ impl View {
         self.status.set_text(&status);
     }
 
+    /// The name of the voter on the banner arrived: thank them by name.
+    fn named(&self, p: &crate::station::PersonEvent) {
+        if self.banner.is_visible() && self.banner_tag.borrow().as_ref() == Some(&p.tag) {
+            self.banner
+                .set_text(&format!("Thank you, {}!", p.first_name));
+            tracing::debug!("screen thanks by name");
+            self.window.queue_draw();
+        }
+    }
+
     /// The banner after each tap, for about three seconds.
-    fn thanks(self: &Rc<Self>, counted: bool) {
-        self.banner.set_text(if counted {
-            "Thank you!"
-        } else {
-            "Already voted"
-        });
+    fn thanks(self: &Rc<Self>, counted: bool, first_name: Option<&str>, tag: crate::poll::TagUid) {
+        let text = match (counted, first_name) {
+            (true, Some(n)) => format!("Thank you, {n}!"),
+            (true, None) => "Thank you!".to_string(),
+            (false, _) => "Already voted".to_string(),
+        };
+        self.banner.set_text(&text);
+        *self.banner_tag.borrow_mut() = counted.then_some(tag);
         self.banner
             .remove_css_class(if counted { "refused" } else { "counted" });
         self.banner

@@ -105,6 +105,15 @@ pub async fn start_with(
             shutdown.clone(),
         )),
     ];
+    match &config.identity {
+        Some(i) => tasks.push(tokio::spawn(crate::identity::run(
+            i.clone(),
+            station.clone(),
+            started.lookups,
+            shutdown.clone(),
+        ))),
+        None => drop(started.lookups),
+    }
     if let Some(x) = &config.xmpp {
         tasks.push(tokio::spawn(crate::xmpp::run(
             x.clone(),

@@ -164,6 +164,14 @@ pub enum Command {
     Published(Vec<i64>),
     /// A result heard over XMPP.
     Remote(RemoteTally),
+    /// A tag resolved (person `None`: unknown).
+    Identity {
+        tag: TagUid,
+        person: Option<crate::identity::Person>,
+        source: String,
+    },
+    /// How identity lookups are doing.
+    IdentityStatus { state: String, detail: String },
     /// Add a reader at runtime (the operator binds a plugged-in device).
     BindReader {
         reader: ReaderConfig,
@@ -232,6 +240,18 @@ pub struct XmppView {
     pub outbox: u64,
     /// Votes published since start.
     pub published: u64,
+}
+
+/// Identity lookups as the outputs show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdentityView {
+    /// `not configured`, `ok`, `degraded`, `offline`.
+    pub state: String,
+    pub detail: String,
+    /// Tags waiting for a lookup.
+    pub pending: u64,
+    /// Tags resolved to a person.
+    pub known: u64,
 }
 
 /// Results heard from another station or site over XMPP.
@@ -311,6 +331,7 @@ pub struct Snapshot {
     pub hotplug: HotplugView,
     pub xmpp: XmppView,
     pub remote: Vec<RemoteTally>,
+    pub identity: IdentityView,
 }
 
 impl Snapshot {
@@ -333,6 +354,19 @@ pub struct TapEvent {
     /// For authenticated consumers (operator page, screen thanks); never serialised.
     #[serde(skip)]
     pub tag: TagUid,
+    /// The voter's first name when known: for the screen's thanks.
+    #[serde(skip)]
+    pub first_name: Option<Arc<str>>,
+    /// The voter's name, public only with `[identity] show_names = true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<Arc<str>>,
+}
+
+/// A tap's voter became known after the tap (for the screen's thanks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonEvent {
+    pub tag: TagUid,
+    pub first_name: Arc<str>,
 }
 
 /// A change, announced after it is durable.
@@ -343,6 +377,8 @@ pub enum Event {
     Reader(ReaderState),
     /// Store health or poll state changed; the payload is the new snapshot.
     Status(Arc<Snapshot>),
+    /// A recent voter's name arrived.
+    Person(PersonEvent),
 }
 
 /// Cloneable handle to the Station.
@@ -495,6 +531,12 @@ struct Station {
     config: Config,
     xmpp: XmppView,
     remote: Vec<RemoteTally>,
+    identity: IdentityView,
+    /// Resolved tags: person (None = unknown) and when.
+    people: HashMap<TagUid, (Option<crate::identity::Person>, i64)>,
+    /// Tags queued for a lookup.
+    lookups_pending: std::collections::HashSet<TagUid>,
+    lookups: mpsc::UnboundedSender<TagUid>,
     started_at: i64,
     state_tx: watch::Sender<Arc<Snapshot>>,
     events: broadcast::Sender<Event>,
@@ -518,6 +560,8 @@ pub struct Started {
     /// Reader tasks to start or stop beyond the config's readers: those
     /// bound at runtime (the logged ones arrive at once), and reloads.
     pub reader_ctl: mpsc::UnboundedReceiver<ReaderCtl>,
+    /// Tags to resolve (identity); the queued ones arrive at once.
+    pub lookups: mpsc::UnboundedReceiver<TagUid>,
 }
 
 /// Open the store, rebuild the state from the log, and start the Station.
@@ -552,6 +596,8 @@ pub fn start(
     let mut bound: Vec<BoundReader> = Vec::new();
     let publishing = config.xmpp.is_some();
     let mut outbox_mark: Option<u64> = None;
+    let mut people: HashMap<TagUid, (Option<crate::identity::Person>, i64)> = HashMap::new();
+    let mut queued: Vec<TagUid> = Vec::new();
     // Taps committed but not enqueued for publishing (a crash in between).
     let mut unenqueued: Vec<Tap> = Vec::new();
     let restore = |data: &[u8]| match serde_json::from_slice(data) {
@@ -600,6 +646,16 @@ pub fn start(
             }
         }
         Record::OutboxMark(m) => outbox_mark = m,
+        Record::Identity {
+            tag, person, at, ..
+        } => {
+            // The engine is order-independent: identities may come first.
+            tallies
+                .borrow_mut()
+                .assign(&tag, person.as_ref().map(|p| Arc::from(p.id.as_str())));
+            people.insert(tag, (person, at));
+        }
+        Record::IdentityQueued(tags, _) => queued.extend(tags),
         Record::Reader(b) => bound.push(b),
         Record::Snapshot { .. } | Record::Outbox { .. } | Record::Published(_) => {}
     })?;
@@ -627,6 +683,7 @@ pub fn start(
         .map(|r| (r.id.clone(), r.clone()))
         .collect();
     let (reader_ctl_tx, reader_ctl) = mpsc::unbounded_channel();
+    let (lookups_tx, lookups) = mpsc::unbounded_channel();
     for b in bound {
         let cfg = b.into_config();
         if let Some(r) = readers
@@ -678,6 +735,12 @@ pub fn start(
             published: 0,
         },
         remote: Vec::new(),
+        identity: IdentityView {
+            state: "not configured".into(),
+            detail: String::new(),
+            pending: 0,
+            known: 0,
+        },
     });
     let (state_tx, state_rx) = watch::channel(placeholder);
     let mut station = Station {
@@ -719,12 +782,29 @@ pub fn start(
             published: 0,
         },
         remote: Vec::new(),
+        identity: IdentityView {
+            state: if config.identity.is_some() {
+                "starting"
+            } else {
+                "not configured"
+            }
+            .into(),
+            detail: String::new(),
+            pending: queued.len() as u64,
+            known: people.values().filter(|(p, _)| p.is_some()).count() as u64,
+        },
+        people,
+        lookups_pending: queued.iter().cloned().collect(),
+        lookups: lookups_tx,
         started_at: now_ms(),
         state_tx,
         events: events.clone(),
         metrics: metrics.clone(),
     };
     station.publish_snapshot();
+    for tag in queued {
+        let _ = station.lookups.send(tag);
+    }
     let recovered = if publishing {
         if outbox_mark.is_none() {
             // Publishing starts now: the log so far is not backfilled.
@@ -761,6 +841,7 @@ pub fn start(
         handle,
         task,
         reader_ctl,
+        lookups,
     })
 }
 
@@ -984,6 +1065,20 @@ impl Station {
                         Err(e) => self.store_failed(&e),
                     }
                 }
+                Command::IdentityStatus { state, detail } => {
+                    if state != self.identity.state || detail != self.identity.detail {
+                        self.identity.state = state;
+                        self.identity.detail = detail;
+                        self.announce_status();
+                    }
+                }
+                Command::Identity {
+                    tag,
+                    person,
+                    source,
+                } => {
+                    self.apply_identity(tag, person, source).await;
+                }
                 Command::Remote(r) => {
                     self.remote
                         .retain(|x| !(x.source == r.source && x.question_id == r.question_id));
@@ -1072,7 +1167,18 @@ impl Station {
         if taps.is_empty() && waiters.is_empty() {
             return;
         }
-        let records = taps.iter().cloned().map(Record::Tap).collect();
+        let mut records: Vec<Record> = taps.iter().cloned().map(Record::Tap).collect();
+        // Lookups are queued in the same transaction as their taps.
+        let now_wall = now_ms();
+        let mut to_look_up: Vec<TagUid> = Vec::new();
+        for t in &taps {
+            if self.needs_lookup(&t.tag, now_wall) && !to_look_up.contains(&t.tag) {
+                to_look_up.push(t.tag.clone());
+            }
+        }
+        if !to_look_up.is_empty() {
+            records.push(Record::IdentityQueued(to_look_up.clone(), now_wall));
+        }
         let result = self.store.append(records).await;
         match result {
             Err(e) => {
@@ -1089,6 +1195,10 @@ impl Station {
             }
             Ok(stats) => {
                 self.store_ok(stats);
+                for tag in to_look_up {
+                    self.lookups_pending.insert(tag.clone());
+                    let _ = self.lookups.send(tag);
+                }
                 self.next_seq += taps.len() as u64;
                 self.taps_logged += taps.len() as u64;
                 let now = Instant::now();
@@ -1114,6 +1224,8 @@ impl Station {
                         .inc();
                     self.recent
                         .insert((tap.reader.clone(), tap.tag.clone()), (tap.clone(), c, now));
+                    let person = self.person_of(&tap.tag);
+                    let show = self.config.identity.as_ref().is_some_and(|i| i.show_names);
                     announce.push(Event::Tap(TapEvent {
                         station: tap.station.clone(),
                         seq: tap.seq,
@@ -1123,6 +1235,10 @@ impl Station {
                         at: tap.at,
                         counted: c,
                         tag: tap.tag.clone(),
+                        first_name: person
+                            .filter(|p| !p.first.is_empty())
+                            .map(|p| p.first.as_str().into()),
+                        name: person.filter(|_| show).map(|p| p.name.as_str().into()),
                     }));
                 }
                 for poll in changed {
@@ -1168,6 +1284,73 @@ impl Station {
         }
     }
 
+    /// Log a resolved identity and apply it: names, and tallies when two
+    /// tags turn out to be one person.
+    async fn apply_identity(
+        &mut self,
+        tag: TagUid,
+        person: Option<crate::identity::Person>,
+        source: String,
+    ) {
+        let at = now_ms();
+        let record = Record::Identity {
+            tag: tag.clone(),
+            person: person.clone(),
+            source,
+            at,
+        };
+        if let Err(e) = self.store.append(vec![record]).await {
+            // Still queued in the log: looked up again at the next start.
+            self.store_failed(&e);
+            return;
+        }
+        self.lookups_pending.remove(&tag);
+        let changed = self
+            .tallies
+            .assign(&tag, person.as_ref().map(|p| Arc::from(p.id.as_str())));
+        for poll in &changed {
+            if let Some(view) = self.tallies.view(poll) {
+                let _ = self.events.send(Event::Tally(view));
+            }
+        }
+        if let Some(p) = &person
+            && !p.first.is_empty()
+        {
+            let _ = self.events.send(Event::Person(PersonEvent {
+                tag: tag.clone(),
+                first_name: p.first.as_str().into(),
+            }));
+        }
+        self.people.insert(tag, (person, at));
+        self.unpublished = true;
+    }
+
+    /// Whether a tag needs a (new) lookup.
+    fn needs_lookup(&self, tag: &TagUid, now: i64) -> bool {
+        let Some(cfg) = &self.config.identity else {
+            return false;
+        };
+        if self.lookups_pending.contains(tag) {
+            return false;
+        }
+        match self.people.get(tag) {
+            None => true,
+            Some((p, at)) => {
+                let ttl = if p.is_some() {
+                    cfg.ttl
+                } else {
+                    cfg.negative_ttl
+                };
+                now - at > i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+            }
+        }
+    }
+
+    /// The known person of a tag.
+    fn person_of(&self, tag: &TagUid) -> Option<&crate::identity::Person> {
+        self.people.get(tag).and_then(|(p, _)| p.as_ref())
+    }
+
     /// The publications of counted taps, with their polls' counts now.
     fn outbox_items(&self, taps: &[Tap]) -> Vec<OutboxItem> {
         let Some(x) = &self.config.xmpp else {
@@ -1194,9 +1377,9 @@ impl Station {
                 poll: tap.poll.to_string(),
                 answer: tap.answer.to_string(),
                 at: tap.at,
-                person_title: None,
+                person_title: self.person_of(&tap.tag).map(|p| p.name.clone()),
                 person_image: None,
-                person_id: None,
+                person_id: self.person_of(&tap.tag).map(|p| p.id.clone()),
             };
             items.push(OutboxItem {
                 id: 0,
@@ -1536,6 +1719,11 @@ impl Station {
             network: self.network.clone(),
             xmpp: self.xmpp.clone(),
             remote: self.remote.clone(),
+            identity: IdentityView {
+                pending: self.lookups_pending.len() as u64,
+                known: self.people.values().filter(|(p, _)| p.is_some()).count() as u64,
+                ..self.identity.clone()
+            },
             hotplug: HotplugView {
                 state: self.hotplug.state,
                 detail: self.hotplug.detail.clone(),

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_snapshots.sql"),
     include_str!("../migrations/0003_bound_readers.sql"),
     include_str!("../migrations/0004_outbox.sql"),
+    include_str!("../migrations/0005_identities.sql"),
 ];
 
 /// Why the log could not be written or read.
@@ -177,6 +178,15 @@ pub enum Record {
     Published(Vec<i64>),
     /// Replay only, before the taps: the outbox's enqueued-through mark.
     OutboxMark(Option<u64>),
+    /// A tag resolved (person `None`: unknown); clears it from the queue.
+    Identity {
+        tag: TagUid,
+        person: Option<crate::identity::Person>,
+        source: String,
+        at: i64,
+    },
+    /// Tags to look up.
+    IdentityQueued(Vec<TagUid>, i64),
     Tap(Tap),
     Action(Action),
     /// A reader bound at runtime (replayed before the taps).
@@ -391,6 +401,47 @@ impl Store {
                     binding,
                     at: row.get(6)?,
                 }));
+            }
+        }
+        {
+            let mut stmt = conn.prepare(
+                "SELECT tag, person_id, name, first, source, fetched_at FROM identities",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let tag: String = row.get(0)?;
+                let Ok(tag) = TagUid::parse(&tag) else {
+                    continue;
+                };
+                let person = row
+                    .get::<_, Option<String>>(1)?
+                    .map(|id| crate::identity::Person {
+                        id,
+                        name: row
+                            .get::<_, Option<String>>(2)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default(),
+                        first: row
+                            .get::<_, Option<String>>(3)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default(),
+                    });
+                on_record(Record::Identity {
+                    tag,
+                    person,
+                    source: row.get(4)?,
+                    at: row.get(5)?,
+                });
+            }
+            let mut stmt = conn.prepare("SELECT tag FROM identity_queue ORDER BY at")?;
+            let tags: Vec<TagUid> = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .filter_map(|t| t.ok().and_then(|t| TagUid::parse(&t).ok()))
+                .collect();
+            if !tags.is_empty() {
+                on_record(Record::IdentityQueued(tags, 0));
             }
         }
         on_record(Record::OutboxMark(rec.outbox_through));
@@ -612,12 +663,39 @@ fn write_batch(conn: &mut Connection, records: &[Record]) -> Result<(), StoreErr
              ON CONFLICT (id) DO UPDATE SET enqueued_through = max(enqueued_through, excluded.enqueued_through)",
         )?;
         let mut done_stmt = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+        let mut identity_stmt = tx.prepare_cached(
+            "INSERT OR REPLACE INTO identities (tag, person_id, name, first, source, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut dequeue_stmt = tx.prepare_cached("DELETE FROM identity_queue WHERE tag = ?1")?;
+        let mut queue_stmt =
+            tx.prepare_cached("INSERT OR IGNORE INTO identity_queue (tag, at) VALUES (?1, ?2)")?;
         let mut reader_stmt = tx.prepare_cached(
             "INSERT INTO bound_readers (id, device, protocol, poll, answer, slot, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         for r in records {
             match r {
                 Record::OutboxMark(_) => {}
+                Record::Identity {
+                    tag,
+                    person,
+                    source,
+                    at,
+                } => {
+                    identity_stmt.execute(params![
+                        tag.as_str(),
+                        person.as_ref().map(|p| p.id.as_str()),
+                        person.as_ref().map(|p| p.name.as_str()),
+                        person.as_ref().map(|p| p.first.as_str()),
+                        source,
+                        at
+                    ])?;
+                    dequeue_stmt.execute([tag.as_str()])?;
+                }
+                Record::IdentityQueued(tags, at) => {
+                    for t in tags {
+                        queue_stmt.execute(params![t.as_str(), at])?;
+                    }
+                }
                 Record::Outbox { items, through } => {
                     for i in items {
                         outbox_stmt.execute(params![
@@ -790,7 +868,9 @@ mod tests {
                 | Record::Reader(_)
                 | Record::Outbox { .. }
                 | Record::Published(_)
-                | Record::OutboxMark(_) => {}
+                | Record::OutboxMark(_)
+                | Record::Identity { .. }
+                | Record::IdentityQueued(..) => {}
             },
         )
         .unwrap();

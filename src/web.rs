@@ -332,6 +332,7 @@ fn station_json(snap: &Snapshot) -> serde_json::Value {
         "hotplug": snap.hotplug,
         "xmpp": snap.xmpp,
         "remote": snap.remote,
+        "identity": snap.identity,
         "store": snap.store,
         "health": crate::health::overview(snap),
     })
@@ -378,6 +379,9 @@ fn encode(event: &Event) -> Bytes {
         Event::Tally(t) => sse_frame("tally", t),
         Event::Reader(r) => sse_frame("reader", r),
         Event::Status(snap) => sse_frame("status", &station_json(snap)),
+        // Names are for the screen; public streams carry them only in
+        // `tap` events, and only with show_names.
+        Event::Person(_) => Bytes::new(),
     }
 }
 

@@ -1,0 +1,418 @@
+//! Who carries a tag: the local people file (`[identity] people`) and
+//! Mediamatic's anyMeta (`identity.identify` over OAuth 1.0a).
+//!
+//! Never on the hot path: a tap is recorded and acknowledged first; the
+//! Station then queues its tag for a lookup here (durably, with the tap).
+//! This task resolves it — people file first, then anyMeta with a timeout,
+//! bounded concurrency, retries with back-off and jitter, a circuit breaker,
+//! and waiting while NetworkManager says offline — and hands the answer to
+//! the Station as an identity record of its own, which is logged, may merge
+//! two tags of one person (one vote per person), and names the voter.
+
+pub mod anymeta;
+pub mod oauth;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::IdentityConfig;
+use crate::poll::TagUid;
+use crate::station::{Command, NetState, StationHandle};
+
+/// A person, as far as the station needs one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Person {
+    /// Unique across sources: `anymeta:<id>` or `local:<person_id>`.
+    pub id: String,
+    pub name: String,
+    pub first: String,
+}
+
+/// Open the breaker after this many failures in a row (for
+/// `[identity] breaker_open_s`; then one trial call decides).
+const BREAKER_FAILURES: u32 = 5;
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// One line of the people file that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeopleProblem {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Read a people file: `tag,name,person_id` per line (a header line
+/// `tag,name,person_id` is allowed; `#` starts a comment).
+pub fn parse_people(text: &str) -> Result<HashMap<TagUid, Person>, Vec<PeopleProblem>> {
+    let mut out = HashMap::new();
+    let mut problems = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        let n = i + 1;
+        if line.is_empty()
+            || line.starts_with('#')
+            || (n == 1 && line.eq_ignore_ascii_case("tag,name,person_id"))
+        {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        if fields.len() != 3 {
+            problems.push(PeopleProblem {
+                line: n,
+                message: format!(
+                    "expected 3 fields (tag,name,person_id), found {}",
+                    fields.len()
+                ),
+            });
+            continue;
+        }
+        let tag = match TagUid::parse(fields[0]) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(PeopleProblem {
+                    line: n,
+                    message: format!("tag {:?}: {e}", fields[0]),
+                });
+                continue;
+            }
+        };
+        if fields[1].is_empty() || fields[2].is_empty() {
+            problems.push(PeopleProblem {
+                line: n,
+                message: "name and person_id must not be empty".into(),
+            });
+            continue;
+        }
+        let person = Person {
+            id: format!("local:{}", fields[2]),
+            name: fields[1].to_string(),
+            first: fields[1]
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        };
+        if out.insert(tag.clone(), person).is_some() {
+            problems.push(PeopleProblem {
+                line: n,
+                message: format!("tag {} is listed twice", tag.as_str()),
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Read the people file, problems as `FILE:LINE: message`.
+pub fn load_people(path: &Path) -> Result<HashMap<TagUid, Person>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_people(&text).map_err(|ps| {
+        ps.iter()
+            .map(|p| format!("{}:{}: {}", path.display(), p.line, p.message))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// anyMeta credentials: a TOML file with c_key, c_sec, t_key, t_sec, mode
+/// 0600 (checked), or the systemd credential `pollstation-anymeta`.
+pub fn load_credentials(path: Option<&Path>) -> Result<oauth::Credentials, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path: PathBuf = match path {
+        Some(p) => {
+            let mode = std::fs::metadata(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(format!(
+                    "{} is readable by others (mode {:o}): chmod 600 it",
+                    p.display(),
+                    mode & 0o777
+                ));
+            }
+            p.to_path_buf()
+        }
+        None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(d) => Path::new(&d).join("pollstation-anymeta"),
+            None => return Err("no anyMeta credentials: set [identity] credentials or the credential pollstation-anymeta".into()),
+        },
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        c_key: String,
+        c_sec: String,
+        t_key: String,
+        t_sec: String,
+    }
+    // The error names the key, never the value.
+    let raw: Raw =
+        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+    Ok(oauth::Credentials {
+        consumer_key: raw.c_key,
+        consumer_secret: raw.c_sec,
+        token: raw.t_key,
+        token_secret: raw.t_sec,
+    })
+}
+
+/// The circuit breaker shared by all lookups.
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+/// Tells the Station how identity is doing (once per change).
+struct Status {
+    station: StationHandle,
+    last: Mutex<(String, String)>,
+}
+
+impl Status {
+    async fn set(&self, state: &str, detail: impl Into<String>) {
+        let detail = detail.into();
+        let mut last = self.last.lock().await;
+        if last.0 == state && last.1 == detail {
+            return;
+        }
+        if last.0 != state {
+            tracing::info!(state, detail, "identity");
+        }
+        *last = (state.to_string(), detail.clone());
+        let _ = self
+            .station
+            .sender()
+            .send(Command::IdentityStatus {
+                state: state.into(),
+                detail,
+            })
+            .await;
+    }
+}
+
+/// Resolve queued tags for as long as the station runs.
+pub async fn run(
+    cfg: IdentityConfig,
+    station: StationHandle,
+    mut lookups: mpsc::UnboundedReceiver<TagUid>,
+    shutdown: CancellationToken,
+) {
+    let status = Arc::new(Status {
+        station: station.clone(),
+        last: Mutex::new((String::new(), String::new())),
+    });
+    let mut people: HashMap<TagUid, Person> = HashMap::new();
+    let mut people_mtime = None;
+    let reload_people = |people: &mut HashMap<TagUid, Person>,
+                         mtime: &mut Option<std::time::SystemTime>| {
+        let Some(path) = &cfg.people else {
+            return Ok(());
+        };
+        let m = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        if m.is_some() && m == *mtime {
+            return Ok(());
+        }
+        *mtime = m;
+        match load_people(path) {
+            Ok(p) => {
+                tracing::info!(people = p.len(), file = %path.display(), "people file loaded");
+                *people = p;
+                Ok(())
+            }
+            // Keep what was loaded before; say what is wrong.
+            Err(e) => Err(e),
+        }
+    };
+    let client = match &cfg.anymeta {
+        None => None,
+        Some(url) => match load_credentials(cfg.credentials.as_deref())
+            .and_then(|c| anymeta::Client::new(url, c, cfg.signature, cfg.timeout))
+        {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!("identity: {e}");
+                status.set("degraded", e).await;
+                None
+            }
+        },
+    };
+    if let Err(e) = reload_people(&mut people, &mut people_mtime) {
+        tracing::error!("identity: people file: {e}");
+        status.set("degraded", format!("people file: {e}")).await;
+    }
+    if let Some(c) = &client {
+        match c.user_info().await {
+            Ok(()) => status.set("ok", "anyMeta answers").await,
+            Err(e) => {
+                status
+                    .set("degraded", format!("anyMeta health check: {e}"))
+                    .await
+            }
+        }
+    } else if cfg.people.is_some() {
+        status
+            .set("ok", format!("people file, {} people", people.len()))
+            .await;
+    }
+    let breaker = Arc::new(Mutex::new(Breaker::default()));
+    let permits = Arc::new(Semaphore::new(cfg.concurrency));
+    loop {
+        let tag = tokio::select! {
+            () = shutdown.cancelled() => return,
+            t = lookups.recv() => match t { Some(t) => t, None => return },
+        };
+        if let Err(e) = reload_people(&mut people, &mut people_mtime) {
+            status.set("degraded", format!("people file: {e}")).await;
+        }
+        if let Some(p) = people.get(&tag) {
+            let _ = station
+                .sender()
+                .send(Command::Identity {
+                    tag,
+                    person: Some(p.clone()),
+                    source: "people".into(),
+                })
+                .await;
+            continue;
+        }
+        let Some(client) = client.clone() else {
+            // Only a people file: not in it is unknown.
+            let _ = station
+                .sender()
+                .send(Command::Identity {
+                    tag,
+                    person: None,
+                    source: "people".into(),
+                })
+                .await;
+            continue;
+        };
+        let (station, status, breaker, permits, shutdown) = (
+            station.clone(),
+            status.clone(),
+            breaker.clone(),
+            permits.clone(),
+            shutdown.clone(),
+        );
+        let open_for = cfg.breaker_open;
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                // Offline: wait for the network instead of failing.
+                let mut w = station.watch();
+                while w.borrow_and_update().network.state == NetState::Offline {
+                    status.set("offline", "network offline: lookups wait").await;
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        r = w.changed() => if r.is_err() { return },
+                    }
+                }
+                // An open breaker: wait for its trial time.
+                let wait = breaker
+                    .lock()
+                    .await
+                    .open_until
+                    .map(|t| t.saturating_duration_since(Instant::now()));
+                if let Some(d) = wait.filter(|d| !d.is_zero()) {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(d) => {}
+                    }
+                }
+                match client.identify(tag.as_str()).await {
+                    Ok(person) => {
+                        let closed = {
+                            let mut b = breaker.lock().await;
+                            let was_open = b.open_until.is_some();
+                            *b = Breaker::default();
+                            was_open
+                        };
+                        if closed {
+                            tracing::info!(
+                                "identity: anyMeta answers again; circuit breaker closed"
+                            );
+                        }
+                        status.set("ok", "anyMeta answers").await;
+                        let _ = station
+                            .sender()
+                            .send(Command::Identity {
+                                tag,
+                                person,
+                                source: "anymeta".into(),
+                            })
+                            .await;
+                        return;
+                    }
+                    Err(e) => {
+                        let opened = {
+                            let mut b = breaker.lock().await;
+                            b.failures += 1;
+                            if b.failures >= BREAKER_FAILURES {
+                                let first = b.open_until.is_none();
+                                b.open_until = Some(Instant::now() + open_for);
+                                first
+                            } else {
+                                false
+                            }
+                        };
+                        if opened {
+                            tracing::warn!(error = %e, "identity: anyMeta keeps failing; circuit breaker open for {} s", open_for.as_secs());
+                        }
+                        let state = if breaker.lock().await.open_until.is_some() {
+                            "offline"
+                        } else {
+                            "degraded"
+                        };
+                        status.set(state, e.to_string()).await;
+                        let jitter = Duration::from_millis(rand::random::<u64>() % 250);
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(backoff + jitter) => {}
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn people_file_is_validated_with_line_numbers() {
+        let ok = parse_people("tag,name,person_id\n04A1B2C3, Anna de Vries ,p1\n# comment\n\n04A1B2C4,Anna de Vries,p1\n").unwrap();
+        assert_eq!(ok.len(), 2);
+        let a = &ok[&TagUid::parse("04A1B2C3").unwrap()];
+        assert_eq!(
+            (a.id.as_str(), a.first.as_str(), a.name.as_str()),
+            ("local:p1", "Anna", "Anna de Vries")
+        );
+        let errs = parse_people(
+            "04A1B2C3,Anna\nzz,Bob,p2\n04A1B2C5,,p3\n04A1B2C6,Cy,p4\n04A1B2C6,Cy,p4\n",
+        )
+        .unwrap_err();
+        let lines: Vec<usize> = errs.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![1, 2, 3, 5], "{errs:?}");
+    }
+}
