@@ -103,6 +103,11 @@ async fn latency(station: &pollstation::station::StationHandle, from: u32, n: u3
 
 #[tokio::main]
 async fn main() {
+    if std::env::var("RUST_LOG").is_ok() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     let quick = std::env::var("BENCH_QUICK").is_ok();
     let n: u32 = if quick { 500 } else { 5000 };
     let lat_n: u32 = if quick { 200 } else { 1000 };

@@ -293,8 +293,8 @@ async fn session(
     let mut inflight: FuturesOrdered<Publishing> = FuturesOrdered::new();
     // Highest outbox row id handed to the server in this session.
     let mut sent_through = 0i64;
-    // Every row up to here is acknowledged.
-    let mut acked_through = 0i64;
+    // Rows sent and not yet acknowledged.
+    let mut unacked: std::collections::BTreeSet<i64> = std::collections::BTreeSet::new();
     let mut done: Vec<i64> = Vec::new();
     let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
     let mut more = true; // the outbox may hold rows not sent yet
@@ -315,7 +315,10 @@ async fn session(
                         sent_through = item.id;
                         let id = item.id;
                         match publish(&sender, &service, item).await {
-                            Ok(f) => inflight.push_back(f),
+                            Ok(f) => {
+                                unacked.insert(id);
+                                inflight.push_back(f);
+                            }
                             Err(e) if e.starts_with("the connection is stalled") => {
                                 stalled = Some(e);
                                 break;
@@ -351,7 +354,7 @@ async fn session(
                 tracing::debug!(row = item.id, ok = result.is_ok(), "xmpp: publish answered");
                 match result {
                     Ok(IqResponse::Result(_)) => {
-                        acked_through = item.id;
+                        unacked.remove(&item.id);
                         done.push(item.id);
                     }
                     Ok(IqResponse::Error(e)) if e.defined_condition == DefinedCondition::ItemNotFound => {
@@ -359,10 +362,12 @@ async fn session(
                         if let Err(e) = create_node(&sender, &service, &item.node).await {
                             break Ended::Failed(e);
                         }
-                        // Publish it, and what followed it, again (same ids).
-                        inflight = FuturesOrdered::new();
-                        sent_through = item.id - 1;
-                        more = true;
+                        // Publish this one again; later items of the same
+                        // node fail the same way and follow it, in order.
+                        match publish(&sender, &service, item).await {
+                            Ok(f) => inflight.push_back(f),
+                            Err(e) => break Ended::Failed(e),
+                        }
                     }
                     Ok(IqResponse::Error(e)) => {
                         break Ended::Failed(format!(
@@ -386,7 +391,10 @@ async fn session(
                     // may be lost; publish it again (same item ids).
                     tracing::info!(jid = %bound_jid, "xmpp: the connection was re-established");
                     inflight = FuturesOrdered::new();
-                    sent_through = acked_through;
+                    if let Some(first) = unacked.first() {
+                        sent_through = first - 1;
+                    }
+                    unacked.clear();
                     more = true;
                 }
                 Some(Event::Stanza(Stanza::Message(m))) => {
