@@ -511,6 +511,9 @@ impl View {
             self.banner
                 .set_text(&format!("Thank you, {}!", p.first_name));
             tracing::debug!("screen thanks by name");
+            self.unpainted
+                .borrow_mut()
+                .push(format!("thanks name={}", p.first_name));
             self.window.queue_draw();
         }
     }

@@ -242,7 +242,10 @@ async fn the_screen_shows_the_tally_and_thanks_the_voter() {
     let x = xvfb();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let polls = r#"
+    let people = dir.path().join("people.csv");
+    std::fs::write(&people, "21000009,Anna de Vries,anna\n").unwrap();
+    let polls = format!("[identity]\npeople = \"{}\"\n", people.display())
+        + r#"
 [[poll]]
 id = "lunch"
 question = "What should we have for lunch?"
@@ -263,7 +266,7 @@ protocol = "text"
 poll = "lunch"
 answer = "sushi"
 "#;
-    let mut st = ScreenStation::start(&x, &data, &config(&data, polls));
+    let mut st = ScreenStation::start(&x, &data, &config(&data, &polls));
     st.wait_line(|l| l.contains("screen updated") && l.contains("total=0"));
     for (reader, tag) in [
         ("pizza", "21000001"),
@@ -297,6 +300,11 @@ answer = "sushi"
     st.wait_line(|l| l.contains("screen painted") && l.contains("thanks counted=false"));
     let text = screenshot_text(&x, "screen-already.png");
     assert!(text.contains(&norm("Already voted")), "{text}");
+    // A known voter is thanked by first name once the lookup answers.
+    assert_eq!(st.tap("pizza", "21000009").await, 201);
+    st.wait_line(|l| l.contains("screen painted") && l.contains("thanks name=Anna"));
+    let text = screenshot_text(&x, "screen-thanks-name.png");
+    assert!(text.contains(&norm("Thank you, Anna!")), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
