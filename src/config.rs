@@ -80,6 +80,8 @@ pub struct XmppConfig {
     pub publish_tags: bool,
     /// Nodes to listen to: `xmpp:<service>?;node=<node>`.
     pub subscribe: Vec<(String, String)>,
+    /// Items a node this station creates keeps (`pubsub#max_items`).
+    pub max_items: u32,
 }
 
 /// NetworkManager over the system bus.
@@ -368,6 +370,12 @@ struct RawXmpp {
     publish_tags: bool,
     #[serde(default)]
     subscribe: Vec<Spanned<String>>,
+    #[serde(default = "default_max_items")]
+    max_items: u32,
+}
+
+fn default_max_items() -> u32 {
+    100
 }
 
 fn default_xmpp_tls() -> XmppTls {
@@ -915,6 +923,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>> {
             node_prefix: x.node_prefix.clone(),
             publish_tags: x.publish_tags,
             subscribe,
+            max_items: x.max_items.max(1),
         }
     });
 

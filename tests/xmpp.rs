@@ -154,7 +154,11 @@ async fn votes_reach_a_subscriber_with_the_ikpoll_payload() {
 async fn every_vote_is_published_once_in_order_across_server_and_station_crashes() {
     let dir = tempfile::tempdir().unwrap();
     let mut prosody = Prosody::start(dir.path());
-    let st = station(dir.path(), &prosody, "publish_tags = true");
+    let st = station(
+        dir.path(),
+        &prosody,
+        "publish_tags = true\nmax_items = 1000",
+    );
     xmpp_until(&st, "online", |x| x["state"] == "online").await;
     let mut expected: Vec<String> = Vec::new();
     let mut n = 0u32;

@@ -359,7 +359,7 @@ async fn session(
                     }
                     Ok(IqResponse::Error(e)) if e.defined_condition == DefinedCondition::ItemNotFound => {
                         tracing::info!(node = %item.node, "xmpp: node does not exist; creating it");
-                        if let Err(e) = create_node(&sender, &service, &item.node).await {
+                        if let Err(e) = create_node(&sender, &service, &item.node, cfg.max_items).await {
                             break Ended::Failed(e);
                         }
                         // Publish this one again; later items of the same
@@ -477,16 +477,17 @@ async fn create_node(
     sender: &tokio_xmpp::ClientSender,
     service: &Jid,
     node: &str,
+    max_items: u32,
 ) -> Result<(), String> {
     use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
-    // Keep the items (a results site reads them back) and as many as the
-    // server allows, so nothing published is pushed out by the next vote.
+    // Keep the latest items (a results site reads them back); not "max":
+    // Prosody's file storage rewrites a node's items on every publish.
     let form = DataForm::new(
         DataFormType::Submit,
         "http://jabber.org/protocol/pubsub#node_config",
         vec![
             Field::new("pubsub#persist_items", FieldType::Boolean).with_value("1"),
-            Field::text_single("pubsub#max_items", "max"),
+            Field::text_single("pubsub#max_items", &max_items.to_string()),
         ],
     );
     let req = PubSub::Create {
