@@ -36,3 +36,4 @@ bench:
 	$(CARGO) bench --bench sse_load
 	$(CARGO) bench --bench screen_latency
 	$(CARGO) bench --bench xmpp
+	$(CARGO) bench --bench identity

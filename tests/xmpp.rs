@@ -243,7 +243,7 @@ async fn every_vote_is_published_once_in_order_across_server_and_station_crashes
 #[tokio::test]
 async fn starttls_verifies_the_server_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let prosody = Prosody::start_with(dir.path(), true);
+    let prosody = Prosody::start_with(dir.path(), true, "internal");
     let trusted = prosody.dir.join("localhost.crt");
 
     // A certificate the station does not trust: no session, a clear state.

@@ -35,12 +35,14 @@ fn free_port() -> u16 {
 impl Prosody {
     /// Configure (users `station` — a pubsub admin — and `watcher`) and start.
     pub fn start(dir: &Path) -> Prosody {
-        Self::start_with(dir, false)
+        Self::start_with(dir, false, "internal")
     }
 
     /// With `tls`: STARTTLS required, with a self-signed certificate for
-    /// `localhost` in `<dir>/prosody/localhost.crt`.
-    pub fn start_with(dir: &Path, tls: bool) -> Prosody {
+    /// `localhost` in `<dir>/prosody/localhost.crt`. `storage`: Prosody's
+    /// store ("internal" files survive restarts; "memory" is fast and does
+    /// not: its file store rewrites a node's items on every publish).
+    pub fn start_with(dir: &Path, tls: bool, storage: &str) -> Prosody {
         let dir = dir.join("prosody");
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let port = free_port();
@@ -79,7 +81,7 @@ https_ports = {{ }}
 admins = {{ "station@localhost" }}
 {tls_config}
 authentication = "internal_hashed"
-storage = "internal"
+storage = {{ accounts = "internal"; pubsub_nodes = "{storage}"; pubsub_data = "{storage}"; }}
 VirtualHost "localhost"
 Component "pubsub.localhost" "pubsub"
   autocreate_on_publish = false
