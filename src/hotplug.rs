@@ -221,6 +221,7 @@ pub async fn run(
         }
     };
     let mut backoff = Duration::from_millis(250);
+    let mut last_error = String::new();
     loop {
         let result = follow(&devices, &pattern, &station, &mut backoff, &shutdown).await;
         devices.update(|i| {
@@ -231,7 +232,12 @@ pub async fn run(
             Ok(()) => return,
             Err(e) => e,
         };
-        tracing::warn!(error = %err, retry_in_ms = backoff.as_millis(), "hotplug: cannot follow systemd's device units; readers retry their devices instead");
+        if err.to_string() == last_error {
+            tracing::debug!(error = %err, retry_in_ms = backoff.as_millis(), "hotplug: still cannot follow systemd's device units");
+        } else {
+            tracing::warn!(error = %err, retry_in_ms = backoff.as_millis(), "hotplug: cannot follow systemd's device units; readers retry their devices instead");
+            last_error = err.to_string();
+        }
         report(
             HotplugState::Unavailable,
             format!("systemd on the system bus: {err}"),

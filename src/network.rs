@@ -90,6 +90,7 @@ pub async fn run(cfg: NetworkConfig, station: mpsc::Sender<Command>, shutdown: C
         return;
     }
     let mut backoff = Duration::from_millis(250);
+    let mut last_error = String::new();
     loop {
         let err = match watch(&cfg, &mut reporter, &mut backoff, &shutdown).await {
             Ok(()) => return,
@@ -98,7 +99,13 @@ pub async fn run(cfg: NetworkConfig, station: mpsc::Sender<Command>, shutdown: C
         reporter
             .set(NetState::Unknown, &format!("system bus: {err}"))
             .await;
-        tracing::warn!(error = %err, retry_in_ms = backoff.as_millis(), "network: cannot watch NetworkManager");
+        // Said once at warn level; the same error again only at debug.
+        if err.to_string() == last_error {
+            tracing::debug!(error = %err, retry_in_ms = backoff.as_millis(), "network: still cannot watch NetworkManager");
+        } else {
+            tracing::warn!(error = %err, retry_in_ms = backoff.as_millis(), "network: cannot watch NetworkManager");
+            last_error = err.to_string();
+        }
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}
