@@ -591,3 +591,70 @@ async fn xmpp_waits_while_networkmanager_says_offline_and_flushes_when_online() 
     assert!(published_offline <= 1, "nothing published while offline");
     assert!(st.terminate().success());
 }
+
+/// Identity lookups wait while NetworkManager says offline, then run.
+#[tokio::test]
+async fn identity_lookups_wait_while_offline() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::start(dir.path());
+    let nm = serve_nm(&bus, 20, 1).await; // offline from the start
+    // A stand-in anyMeta that counts identify calls and knows nobody.
+    let calls = std::sync::Arc::new(AtomicU32::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/services/rest/", listener.local_addr().unwrap());
+    let c = calls.clone();
+    let app = axum::Router::new().route(
+        "/services/rest/",
+        axum::routing::post(move |body: String| {
+            let c = c.clone();
+            async move {
+                if body.contains("identity.identify") {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }
+                axum::Json(serde_json::json!(false))
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let creds = dir.path().join("anymeta.toml");
+    std::fs::write(
+        &creds,
+        "c_key = \"k\"\nc_sec = \"s\"\nt_key = \"t\"\nt_sec = \"u\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let extra = format!(
+        "[network]\ndebounce_ms = 100\n[hotplug]\nenabled = false\n\
+         [identity]\nanymeta = \"{url}\"\ncredentials = \"{}\"\n",
+        creds.display()
+    );
+    let st = start_station(dir.path(), &bus.address, &extra);
+    let mut sse = Sse::connect(&st.url("/api/v1/events")).await;
+    network_becomes(&mut sse, "offline").await;
+    let (code, _) = st.tap("all-a", "urn:rfid:04A1B2C3").await;
+    assert_eq!(code, 201);
+    let v = sse
+        .until_any(|n, v| n == "status" && v["identity"]["state"] == "offline")
+        .await;
+    assert_eq!(v["identity"]["pending"], 1, "{}", v["identity"]);
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no lookup while offline");
+
+    set_nm(&nm, 70, 4).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, s) = st.get("/api/v1/station").await;
+        if s["identity"]["pending"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lookup never ran: {}",
+            s["identity"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(st.terminate().success());
+}

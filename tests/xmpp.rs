@@ -285,3 +285,62 @@ async fn starttls_verifies_the_server_certificate() {
     .await;
     assert!(st.terminate().success());
 }
+
+/// Listening: a second station subscribed to the first one's node shows
+/// its results as remote results.
+#[tokio::test]
+async fn a_subscribed_station_shows_remote_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let prosody = Prosody::start(dir.path());
+    let a = station(&dir.path().join("a"), &prosody, "");
+    xmpp_until(&a, "online", |x| x["state"] == "online").await;
+    let (code, _) = a.tap("all-a", "urn:rfid:04A1B2C3").await;
+    assert_eq!(code, 201);
+    xmpp_until(&a, "published", |x| x["published"] == 1).await;
+
+    // Station "b" (another id, the watcher account) listens to vote/all.
+    let bdir = dir.path().join("b");
+    let data = bdir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let pw = bdir.join("xmpp.password");
+    std::fs::write(&pw, PASSWORD).unwrap();
+    let cfg = common::config(
+        &data,
+        &format!(
+            "[network]\nwatch = false\n[hotplug]\nenabled = false\n\
+             [xmpp]\njid = \"watcher@localhost\"\npassword_file = \"{}\"\nserver = \"127.0.0.1:{}\"\n\
+             tls = \"none\"\npubsub = \"pubsub.localhost\"\n\
+             subscribe = [\"xmpp:pubsub.localhost?;node=vote/all\"]\n",
+            pw.display(),
+            prosody.port
+        ),
+    )
+    .replace("id = \"test\"", "id = \"other\"");
+    let b = Station::start(&data, &cfg);
+    xmpp_until(&b, "online", |x| x["state"] == "online").await;
+    let (code, _) = a.tap("all-a", "urn:rfid:04A1B2C4").await;
+    assert_eq!(code, 201);
+    let deadline = Instant::now() + WAIT;
+    let remote = loop {
+        let (_, s) = b.get("/api/v1/station").await;
+        if let Some(r) = s["remote"].as_array().and_then(|r| r.first())
+            && r["total"] == 2
+        {
+            break r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no remote result: {}",
+            s["remote"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(remote["source"], "xmpp:pubsub.localhost?;node=vote/all");
+    assert_eq!(remote["question_id"], "all");
+    assert_eq!(remote["question"], "Every tap counts?");
+    assert_eq!(remote["answers"][0], serde_json::json!(["a", "Alpha", 2]));
+    // b's own tallies are untouched: remote results are shown, not merged.
+    assert_eq!(b.tally("all").await, vec![0, 0]);
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+}

@@ -272,8 +272,10 @@ async fn session(
     for (svc, node) in &cfg.subscribe {
         let Ok(to) = svc.parse::<Jid>() else { continue };
         let req = PubSub::Subscribe {
+            // The full JID: notifications reach this session without our
+            // sending presence; each session subscribes again.
             subscribe: Some(pubsub::pubsub::Subscribe {
-                jid: Jid::from(bound.to_bare()),
+                jid: Jid::from(bound.clone()),
                 node: Some(NodeName(node.clone())),
             }),
             options: None,
