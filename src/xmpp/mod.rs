@@ -275,7 +275,7 @@ async fn session(
             // The full JID: notifications reach this session without our
             // sending presence; each session subscribes again.
             subscribe: Some(pubsub::pubsub::Subscribe {
-                jid: Jid::from(bound.clone()),
+                jid: bound.clone(),
                 node: Some(NodeName(node.clone())),
             }),
             options: None,
