@@ -31,6 +31,9 @@ use crate::tally::{Applied, Tallies, TallyView};
 /// Most commands taken into one batch.
 const MAX_BATCH: usize = 4096;
 
+/// Publications wait at most this long for a commit to ride with.
+const OUTBOX_IDLE: Duration = Duration::from_millis(10);
+
 /// Taps between two snapshots of the tally state: bounds the replay at start.
 const SNAPSHOT_EVERY: u64 = 50_000;
 
@@ -537,6 +540,11 @@ struct Station {
     /// Tags queued for a lookup.
     lookups_pending: std::collections::HashSet<TagUid>,
     lookups: mpsc::UnboundedSender<TagUid>,
+    /// Publications not yet in the outbox: they ride with the next commit,
+    /// or go alone once the Station has been idle for [`OUTBOX_IDLE`].
+    outbox_pending: Vec<OutboxItem>,
+    outbox_through: u64,
+    outbox_since: Option<Instant>,
     started_at: i64,
     state_tx: watch::Sender<Arc<Snapshot>>,
     events: broadcast::Sender<Event>,
@@ -796,6 +804,9 @@ pub fn start(
         people,
         lookups_pending: queued.iter().cloned().collect(),
         lookups: lookups_tx,
+        outbox_pending: Vec::new(),
+        outbox_through: 0,
+        outbox_since: None,
         started_at: now_ms(),
         state_tx,
         events: events.clone(),
@@ -906,6 +917,7 @@ impl Station {
             self.snapshot().await;
         }
         loop {
+            let outbox_due = self.outbox_since.map(|t| t + OUTBOX_IDLE);
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -913,6 +925,18 @@ impl Station {
                     Some(c) => c,
                     None => break,
                 },
+                () = async {
+                    match outbox_due {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.flush_outbox().await;
+                    if self.unpublished {
+                        self.publish_snapshot();
+                    }
+                    continue;
+                }
             };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -939,6 +963,7 @@ impl Station {
             );
             self.handle_batch(rest).await;
         }
+        self.flush_outbox().await;
         if self.snapshot_taps != Some(self.taps_logged) {
             self.snapshot().await;
         }
@@ -956,6 +981,9 @@ impl Station {
 
     /// Save the tally state so the next start replays only what follows.
     async fn snapshot(&mut self) {
+        // A snapshot covers taps: their publications must be in the outbox
+        // first, or a crash would skip them (replay starts after it).
+        self.flush_outbox().await;
         let started = std::time::Instant::now();
         let data = match serde_json::to_vec(&self.tallies.to_state()) {
             Ok(d) => d,
@@ -1179,10 +1207,21 @@ impl Station {
         if !to_look_up.is_empty() {
             records.push(Record::IdentityQueued(to_look_up.clone(), now_wall));
         }
+        // Earlier publications ride with this commit (no fsync of their own).
+        let riding = std::mem::take(&mut self.outbox_pending);
+        let riding_n = riding.len() as u64;
+        if !riding.is_empty() {
+            records.push(Record::Outbox {
+                items: riding.clone(),
+                through: self.outbox_through,
+            });
+        }
         let result = self.store.append(records).await;
         match result {
             Err(e) => {
                 self.store_failed(&e);
+                // Not written: try them again with the next commit.
+                self.outbox_pending.splice(0..0, riding);
                 for w in waiters {
                     let reply = match w {
                         Waiter::New(_, r) => r,
@@ -1195,6 +1234,13 @@ impl Station {
             }
             Ok(stats) => {
                 self.store_ok(stats);
+                if riding_n > 0 {
+                    self.xmpp.outbox += riding_n;
+                    self.unpublished = true;
+                    if self.outbox_pending.is_empty() {
+                        self.outbox_since = None;
+                    }
+                }
                 for tag in to_look_up {
                     self.lookups_pending.insert(tag.clone());
                     let _ = self.lookups.send(tag);
@@ -1275,9 +1321,10 @@ impl Station {
                         .map(|(t, _)| t.clone())
                         .collect();
                     if !counted_taps.is_empty() {
-                        let through = counted_taps.last().map_or(0, |t| t.seq);
+                        self.outbox_through = counted_taps.last().map_or(0, |t| t.seq);
                         let items = self.outbox_items(&counted_taps);
-                        self.enqueue(items, through).await;
+                        self.outbox_pending.extend(items);
+                        self.outbox_since.get_or_insert_with(Instant::now);
                     }
                 }
             }
@@ -1391,6 +1438,16 @@ impl Station {
             });
         }
         items
+    }
+
+    /// Write the waiting publications to the outbox now.
+    async fn flush_outbox(&mut self) {
+        self.outbox_since = None;
+        if self.outbox_pending.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut self.outbox_pending);
+        self.enqueue(items, self.outbox_through).await;
     }
 
     /// Write publications to the outbox (after the taps are durable).
