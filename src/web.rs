@@ -444,7 +444,12 @@ impl SseHub {
                         Err(_) => break,
                     }
                 }
-                let _ = out.send(encode_batch(&batch));
+                let frame = encode_batch(&batch);
+                // Only events that are not for public streams (names).
+                if frame.is_empty() {
+                    continue;
+                }
+                let _ = out.send(frame);
                 last_send = tokio::time::Instant::now();
             }
         });
@@ -511,10 +516,16 @@ async fn events(State(s): State<AppState>) -> Response {
     } else {
         let rx = s.station.subscribe();
         futures_util::stream::unfold((rx, open), |(mut rx, open)| async move {
-            let frame = match rx.recv().await {
-                Ok(e) => encode(&e),
-                Err(RecvError::Lagged(n)) => lagged(&open, n),
-                Err(RecvError::Closed) => return None,
+            let frame = loop {
+                match rx.recv().await {
+                    // Skip events that are not for public streams (names).
+                    Ok(e) => match encode(&e) {
+                        f if f.is_empty() => {}
+                        f => break f,
+                    },
+                    Err(RecvError::Lagged(n)) => break lagged(&open, n),
+                    Err(RecvError::Closed) => return None,
+                }
             };
             Some((Ok::<_, Infallible>(frame), (rx, open)))
         })
