@@ -33,7 +33,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// One unit as `ListUnits*` returns it: name, description, load state,
 /// active state, sub state, following, object path, job id, job type, job path.
-type UnitInfo = (
+pub type UnitInfo = (
     String,
     String,
     String,

@@ -153,18 +153,8 @@ async fn set_nm(conn: &zbus::Connection, state: u32, connectivity: u32) {
 
 // ---- systemd stand-in -------------------------------------------------------
 
-type UnitInfo = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    zbus::OwnedObjectPath,
-    u32,
-    String,
-    zbus::OwnedObjectPath,
-);
+/// `ListUnitsByPatterns`' row, as the station's client reads it.
+use pollstation::hotplug::UnitInfo;
 
 #[derive(Default)]
 struct FakeSystemd {
@@ -388,23 +378,18 @@ async fn without_a_bus_the_network_is_unknown_and_everything_else_works() {
     let dir = tempfile::tempdir().unwrap();
     let missing = format!("unix:path={}/no-such-bus", dir.path().display());
     let st = start_station(dir.path(), &missing, "");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, s) = st.get("/api/v1/station").await;
-        if s["network"]["detail"]
-            .as_str()
-            .is_some_and(|d| d.starts_with("system bus"))
-            && s["hotplug"]["state"] == "unavailable"
-            && s["hotplug"]["detail"]
+    let s = st
+        .station_until("reporting the missing bus", |s| {
+            s["network"]["detail"]
                 .as_str()
-                .is_some_and(|d| d.starts_with("systemd on the system bus"))
-        {
-            assert_eq!(s["network"]["state"], "unknown");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no bus error reported: {s}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+                .is_some_and(|d| d.starts_with("system bus"))
+                && s["hotplug"]["state"] == "unavailable"
+                && s["hotplug"]["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("systemd on the system bus"))
+        })
+        .await;
+    assert_eq!(s["network"]["state"], "unknown");
     let (code, _) = st.tap("all-a", "urn:rfid:04A1B2C3").await;
     assert_eq!(code, 201);
     assert!(st.terminate().success());
@@ -571,15 +556,9 @@ async fn xmpp_waits_while_networkmanager_says_offline_and_flushes_when_online() 
     }
     // Enqueued within a few ms of the taps (they ride with the next commit
     // or go alone after 10 ms idle).
-    let deadline = Instant::now() + WAIT;
-    let s = loop {
-        let (_, s) = st.get("/api/v1/station").await;
-        if s["xmpp"]["outbox"].as_u64().unwrap() >= 5 {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "not queued: {}", s["xmpp"]);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let s = st
+        .station_until("queueing 5", |s| s["xmpp"]["outbox"].as_u64() >= Some(5))
+        .await;
     let published_offline = s["xmpp"]["published"].as_u64().unwrap();
     assert!(
         s["xmpp"]["detail"].as_str().unwrap().contains("queued"),
@@ -588,15 +567,10 @@ async fn xmpp_waits_while_networkmanager_says_offline_and_flushes_when_online() 
     );
 
     set_nm(&nm, 70, 4).await;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, s) = st.get("/api/v1/station").await;
-        if s["xmpp"]["outbox"] == 0 && s["xmpp"]["published"].as_u64() == Some(6) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not flushed: {}", s["xmpp"]);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    st.station_until("flushing", |s| {
+        s["xmpp"]["outbox"] == 0 && s["xmpp"]["published"].as_u64() == Some(6)
+    })
+    .await;
     assert!(published_offline <= 1, "nothing published while offline");
     assert!(st.terminate().success());
 }
@@ -651,19 +625,8 @@ async fn identity_lookups_wait_while_offline() {
     assert_eq!(calls.load(Ordering::SeqCst), 0, "no lookup while offline");
 
     set_nm(&nm, 70, 4).await;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, s) = st.get("/api/v1/station").await;
-        if s["identity"]["pending"] == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lookup never ran: {}",
-            s["identity"]
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    st.station_until("running the lookup", |s| s["identity"]["pending"] == 0)
+        .await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert!(st.terminate().success());
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use common::{Sse, Station, WAIT};
+use common::{Sse, Station};
 use pollstation::identity::oauth;
 use serde_json::{Value, json};
 
@@ -164,20 +164,9 @@ fn start(dir: &Path, identity: &str) -> Station {
 }
 
 async fn identity_until(st: &Station, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, s) = st.get("/api/v1/station").await;
-        if pred(&s["identity"]) {
-            return s["identity"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "identity never {what}: {}\n{}",
-            s["identity"],
-            st.output()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    st.station_until(&format!("identity {what}"), |s| pred(&s["identity"]))
+        .await["identity"]
+        .clone()
 }
 
 /// Each tap is acknowledged quickly whatever anyMeta does.

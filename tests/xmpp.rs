@@ -9,8 +9,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::Station;
 use common::prosody::{PASSWORD, Prosody, Watcher};
-use common::{Station, WAIT};
 use pollstation::xmpp::payload;
 use serde_json::Value;
 
@@ -43,20 +43,9 @@ fn station_env(
 
 /// Until the station's XMPP view satisfies `pred`.
 async fn xmpp_until(st: &Station, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, s) = st.get("/api/v1/station").await;
-        if pred(&s["xmpp"]) {
-            return s["xmpp"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "xmpp never {what}: {}\n{}",
-            s["xmpp"],
-            st.output()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    st.station_until(&format!("xmpp {what}"), |s| pred(&s["xmpp"]))
+        .await["xmpp"]
+        .clone()
 }
 
 #[tokio::test]
@@ -320,21 +309,12 @@ async fn a_subscribed_station_shows_remote_results() {
     xmpp_until(&b, "online", |x| x["state"] == "online").await;
     let (code, _) = a.tap("all-a", "urn:rfid:04A1B2C4").await;
     assert_eq!(code, 201);
-    let deadline = Instant::now() + WAIT;
-    let remote = loop {
-        let (_, s) = b.get("/api/v1/station").await;
-        if let Some(r) = s["remote"].as_array().and_then(|r| r.first())
-            && r["total"] == 2
-        {
-            break r.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no remote result: {}",
-            s["remote"]
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let remote = b
+        .station_until("showing the remote result", |s| {
+            s["remote"][0]["total"] == 2
+        })
+        .await["remote"][0]
+        .clone();
     assert_eq!(remote["source"], "xmpp:pubsub.localhost?;node=vote/all");
     assert_eq!(remote["question_id"], "all");
     assert_eq!(remote["question"], "Every tap counts?");

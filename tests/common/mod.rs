@@ -179,6 +179,25 @@ impl Station {
         }
     }
 
+    /// Until `/api/v1/station` satisfies `pred`; returns it. For state no
+    /// event carries (the XMPP outbox and identity counters): the one place
+    /// the tests poll, every 20 ms, up to WAIT.
+    pub async fn station_until(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let (_, s) = self.get("/api/v1/station").await;
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "station never {what}: {s}\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
