@@ -15,6 +15,7 @@
 //! - outside systems, each a client of the Station:
 //!   - [`reader`]: serial RFID readers (one task each; codecs per protocol);
 //!   - [`web`]: HTTP API, SSE, results page (axum);
+//!   - [`serve`]: the HTTP listener; crowds of event streams on their own low-priority runtime;
 //!   - [`network`]: NetworkManager's online/offline over D-Bus (zbus);
 //!   - [`hotplug`]: readers plugged in and out, from systemd's device units (zbus);
 //!   - [`identity`]: tags to people (people file, anyMeta over OAuth 1.0a), off the hot path;
@@ -41,6 +42,7 @@ pub mod poll;
 pub mod reader;
 #[cfg(feature = "gtk")]
 pub mod screen;
+pub mod serve;
 pub mod service;
 pub mod sim;
 pub mod station;

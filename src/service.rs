@@ -27,6 +27,8 @@ pub struct Running {
     pub admin_token: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     station_task: tokio::task::JoinHandle<()>,
+    /// The event-stream crowd's runtime; stopped when this is dropped.
+    fanout: crate::serve::Fanout,
 }
 
 /// Start everything the config asks for. Returns once the store is open and
@@ -58,34 +60,27 @@ pub async fn start_with(
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
+    let fanout = crate::serve::Fanout::start().context("cannot start the fan-out threads")?;
     let app = web::app(
         web::AppState {
             station: station.clone(),
             admin_token: admin_token.as_str().into(),
             shutdown: shutdown.clone(),
-            hub: web::SseHub::start(&station, shutdown.clone()),
+            hub: web::SseHub::start(&station, shutdown.clone(), &fanout.handle()),
         },
         config.http.request_timeout,
     );
-    // Small SSE writes must leave at once: without TCP_NODELAY, Nagle holds a
-    // second event until the client ACKs the first (delayed ACK: up to 40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let http_shutdown = shutdown.clone();
-    let http = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let streams = station.clone();
+    let http = crate::serve::serve(
+        listener,
+        app,
+        &fanout.handle(),
+        move || web::crowd(&streams),
+        shutdown.clone(),
+    )?;
     let devices = crate::hotplug::Devices::default();
-    let mut tasks = vec![
-        http,
+    let mut tasks = http;
+    tasks.extend([
         tokio::spawn(crate::network::run(
             config.network,
             station.sender(),
@@ -104,7 +99,7 @@ pub async fn start_with(
             devices,
             shutdown.clone(),
         )),
-    ];
+    ]);
     match &config.identity {
         Some(i) => tasks.push(tokio::spawn(crate::identity::run(
             i.clone(),
@@ -176,6 +171,7 @@ pub async fn start_with(
         admin_token,
         tasks,
         station_task,
+        fanout,
     })
 }
 
@@ -195,6 +191,7 @@ impl Running {
                 abort.abort();
             }
         }
+        drop(self.fanout);
     }
 }
 

@@ -31,8 +31,9 @@ use crate::tally::{Applied, Tallies, TallyView};
 /// Most commands taken into one batch.
 const MAX_BATCH: usize = 4096;
 
-/// Publications wait at most this long for a commit to ride with.
-const OUTBOX_IDLE: Duration = Duration::from_millis(10);
+/// Records that follow taps (publications for the outbox, resolved
+/// identities) wait at most this long for a tap commit to ride with.
+const RIDERS_IDLE: Duration = Duration::from_millis(10);
 
 /// Taps between two snapshots of the tally state: bounds the replay at start.
 const SNAPSHOT_EVERY: u64 = 50_000;
@@ -540,11 +541,13 @@ struct Station {
     /// Tags queued for a lookup.
     lookups_pending: std::collections::HashSet<TagUid>,
     lookups: mpsc::UnboundedSender<TagUid>,
-    /// Publications not yet in the outbox: they ride with the next commit,
-    /// or go alone once the Station has been idle for [`OUTBOX_IDLE`].
+    /// Publications not yet in the outbox, and resolved identities not yet
+    /// logged: they ride with the next tap commit, or go alone once the
+    /// Station has been idle for [`RIDERS_IDLE`] (since `riders_since`).
     outbox_pending: Vec<OutboxItem>,
     outbox_through: u64,
-    outbox_since: Option<Instant>,
+    identities_pending: Vec<ResolvedIdentity>,
+    riders_since: Option<Instant>,
     started_at: i64,
     state_tx: watch::Sender<Arc<Snapshot>>,
     events: broadcast::Sender<Event>,
@@ -552,6 +555,25 @@ struct Station {
 }
 
 type TapReply = oneshot::Sender<Result<TapOutcome, TapError>>;
+
+/// An identity answer waiting to be logged.
+struct ResolvedIdentity {
+    tag: TagUid,
+    person: Option<crate::identity::Person>,
+    source: String,
+    at: i64,
+}
+
+impl ResolvedIdentity {
+    fn record(&self) -> Record {
+        Record::Identity {
+            tag: self.tag.clone(),
+            person: self.person.clone(),
+            source: self.source.clone(),
+            at: self.at,
+        }
+    }
+}
 
 /// A reply owed once the current batch commits.
 enum Waiter {
@@ -806,7 +828,8 @@ pub fn start(
         lookups: lookups_tx,
         outbox_pending: Vec::new(),
         outbox_through: 0,
-        outbox_since: None,
+        identities_pending: Vec::new(),
+        riders_since: None,
         started_at: now_ms(),
         state_tx,
         events: events.clone(),
@@ -917,7 +940,7 @@ impl Station {
             self.snapshot().await;
         }
         loop {
-            let outbox_due = self.outbox_since.map(|t| t + OUTBOX_IDLE);
+            let riders_due = self.riders_since.map(|t| t + RIDERS_IDLE);
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -926,12 +949,12 @@ impl Station {
                     None => break,
                 },
                 () = async {
-                    match outbox_due {
+                    match riders_due {
                         Some(d) => tokio::time::sleep_until(d).await,
                         None => std::future::pending().await,
                     }
                 } => {
-                    self.flush_outbox().await;
+                    self.flush_riders().await;
                     if self.unpublished {
                         self.publish_snapshot();
                     }
@@ -963,7 +986,7 @@ impl Station {
             );
             self.handle_batch(rest).await;
         }
-        self.flush_outbox().await;
+        self.flush_riders().await;
         if self.snapshot_taps != Some(self.taps_logged) {
             self.snapshot().await;
         }
@@ -983,7 +1006,11 @@ impl Station {
     async fn snapshot(&mut self) {
         // A snapshot covers taps: their publications must be in the outbox
         // first, or a crash would skip them (replay starts after it).
-        self.flush_outbox().await;
+        self.flush_riders().await;
+        if !self.outbox_pending.is_empty() {
+            // Not written (the store refused): no snapshot past them.
+            return;
+        }
         let started = std::time::Instant::now();
         let data = match serde_json::to_vec(&self.tallies.to_state()) {
             Ok(d) => d,
@@ -1105,7 +1132,15 @@ impl Station {
                     person,
                     source,
                 } => {
-                    self.apply_identity(tag, person, source).await;
+                    // Logged with the next tap commit (or alone when idle):
+                    // an fsync of its own would hold up the taps behind it.
+                    self.identities_pending.push(ResolvedIdentity {
+                        tag,
+                        person,
+                        source,
+                        at: now_ms(),
+                    });
+                    self.riders_since.get_or_insert_with(Instant::now);
                 }
                 Command::Remote(r) => {
                     self.remote
@@ -1195,6 +1230,20 @@ impl Station {
         if taps.is_empty() && waiters.is_empty() {
             return;
         }
+        self.commit(taps, waiters).await;
+    }
+
+    /// Log what waits to ride with a tap commit, now (idle, snapshot, stop).
+    async fn flush_riders(&mut self) {
+        self.riders_since = None;
+        if self.outbox_pending.is_empty() && self.identities_pending.is_empty() {
+            return;
+        }
+        self.commit(Vec::new(), Vec::new()).await;
+    }
+
+    /// One transaction: the taps, their lookups, and the riders.
+    async fn commit(&mut self, taps: Vec<Tap>, waiters: Vec<Waiter>) {
         let mut records: Vec<Record> = taps.iter().cloned().map(Record::Tap).collect();
         // Lookups are queued in the same transaction as their taps.
         let now_wall = now_ms();
@@ -1207,7 +1256,8 @@ impl Station {
         if !to_look_up.is_empty() {
             records.push(Record::IdentityQueued(to_look_up.clone(), now_wall));
         }
-        // Earlier publications ride with this commit (no fsync of their own).
+        // Earlier publications and identities ride with this commit (no
+        // fsync of their own).
         let riding = std::mem::take(&mut self.outbox_pending);
         let riding_n = riding.len() as u64;
         if !riding.is_empty() {
@@ -1216,12 +1266,15 @@ impl Station {
                 through: self.outbox_through,
             });
         }
+        let identities = std::mem::take(&mut self.identities_pending);
+        records.extend(identities.iter().map(ResolvedIdentity::record));
         let result = self.store.append(records).await;
         match result {
             Err(e) => {
                 self.store_failed(&e);
                 // Not written: try them again with the next commit.
                 self.outbox_pending.splice(0..0, riding);
+                self.identities_pending.splice(0..0, identities);
                 for w in waiters {
                     let reply = match w {
                         Waiter::New(_, r) => r,
@@ -1237,10 +1290,8 @@ impl Station {
                 if riding_n > 0 {
                     self.xmpp.outbox += riding_n;
                     self.unpublished = true;
-                    if self.outbox_pending.is_empty() {
-                        self.outbox_since = None;
-                    }
                 }
+                self.riders_since = None;
                 for tag in to_look_up {
                     self.lookups_pending.insert(tag.clone());
                     let _ = self.lookups.send(tag);
@@ -1287,6 +1338,12 @@ impl Station {
                         name: person.filter(|_| show).map(|p| p.name.as_str().into()),
                     }));
                 }
+                for id in identities {
+                    let polls = self.apply_identity(id, &mut announce);
+                    changed.extend(polls.into_iter().map(Arc::from));
+                }
+                changed.sort();
+                changed.dedup();
                 for poll in changed {
                     if let Some(view) = self.tallies.view(&poll) {
                         announce.push(Event::Tally(view));
@@ -1324,52 +1381,35 @@ impl Station {
                         self.outbox_through = counted_taps.last().map_or(0, |t| t.seq);
                         let items = self.outbox_items(&counted_taps);
                         self.outbox_pending.extend(items);
-                        self.outbox_since.get_or_insert_with(Instant::now);
+                        self.riders_since.get_or_insert_with(Instant::now);
                     }
                 }
             }
         }
     }
 
-    /// Log a resolved identity and apply it: names, and tallies when two
-    /// tags turn out to be one person.
-    async fn apply_identity(
-        &mut self,
-        tag: TagUid,
-        person: Option<crate::identity::Person>,
-        source: String,
-    ) {
-        let at = now_ms();
-        let record = Record::Identity {
-            tag: tag.clone(),
-            person: person.clone(),
-            source,
-            at,
-        };
-        if let Err(e) = self.store.append(vec![record]).await {
-            // Still queued in the log: looked up again at the next start.
-            self.store_failed(&e);
-            return;
-        }
+    /// Apply an identity that is now in the log: names, and tallies when two
+    /// tags turn out to be one person. Returns the polls whose tally changed;
+    /// the thanks for a known name goes to `announce`.
+    fn apply_identity(&mut self, id: ResolvedIdentity, announce: &mut Vec<Event>) -> Vec<String> {
+        let ResolvedIdentity {
+            tag, person, at, ..
+        } = id;
         self.lookups_pending.remove(&tag);
         let changed = self
             .tallies
             .assign(&tag, person.as_ref().map(|p| Arc::from(p.id.as_str())));
-        for poll in &changed {
-            if let Some(view) = self.tallies.view(poll) {
-                let _ = self.events.send(Event::Tally(view));
-            }
-        }
         if let Some(p) = &person
             && !p.first.is_empty()
         {
-            let _ = self.events.send(Event::Person(PersonEvent {
+            announce.push(Event::Person(PersonEvent {
                 tag: tag.clone(),
                 first_name: p.first.as_str().into(),
             }));
         }
         self.people.insert(tag, (person, at));
         self.unpublished = true;
+        changed
     }
 
     /// Whether a tag needs a (new) lookup.
@@ -1438,16 +1478,6 @@ impl Station {
             });
         }
         items
-    }
-
-    /// Write the waiting publications to the outbox now.
-    async fn flush_outbox(&mut self) {
-        self.outbox_since = None;
-        if self.outbox_pending.is_empty() {
-            return;
-        }
-        let items = std::mem::take(&mut self.outbox_pending);
-        self.enqueue(items, self.outbox_through).await;
     }
 
     /// Write publications to the outbox (after the taps are durable).

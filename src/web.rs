@@ -22,6 +22,7 @@ use axum::{Json, Router};
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::runtime::Handle;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -404,12 +405,12 @@ const BATCH_WINDOW: Duration = Duration::from_millis(50);
 
 impl SseHub {
     #[must_use]
-    pub fn start(station: &StationHandle, shutdown: CancellationToken) -> Self {
+    pub fn start(station: &StationHandle, shutdown: CancellationToken, rt: &Handle) -> Self {
         let (tx, _) = broadcast::channel(1024);
         let mut events = station.subscribe();
         let out = tx.clone();
         let station = station.clone();
-        tokio::spawn(async move {
+        rt.spawn(async move {
             let mut last_send = tokio::time::Instant::now() - BATCH_WINDOW;
             loop {
                 let first = tokio::select! {
@@ -496,7 +497,13 @@ impl Drop for OpenStream {
 /// The first streams (the projector, the screens) read the Station's events
 /// directly, one hop less; beyond this many open streams a new one takes the
 /// hub's shared, batched frames instead.
-const DIRECT_STREAMS: i64 = 50;
+pub(crate) const DIRECT_STREAMS: i64 = 50;
+
+/// Whether a new event stream joins the crowd: the hub's batched frames,
+/// served from the fan-out runtime (see [`crate::serve`]).
+pub(crate) fn crowd(station: &StationHandle) -> bool {
+    station.metrics().sse_clients.get() >= DIRECT_STREAMS
+}
 
 async fn events(State(s): State<AppState>) -> Response {
     let crowd = s.station.metrics().sse_clients.inc() >= DIRECT_STREAMS;
