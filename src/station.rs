@@ -1132,6 +1132,10 @@ impl Station {
                     person,
                     source,
                 } => {
+                    if !self.people.contains_key(&tag) && !self.lookups_pending.contains(&tag) {
+                        // A changed people file names a tag never tapped here.
+                        continue;
+                    }
                     // Logged with the next tap commit (or alone when idle):
                     // an fsync of its own would hold up the taps behind it.
                     self.identities_pending.push(ResolvedIdentity {

@@ -497,7 +497,7 @@ impl Drop for OpenStream {
 /// The first streams (the projector, the screens) read the Station's events
 /// directly, one hop less; beyond this many open streams a new one takes the
 /// hub's shared, batched frames instead.
-pub(crate) const DIRECT_STREAMS: i64 = 50;
+pub(crate) const DIRECT_STREAMS: i64 = 8;
 
 /// Whether a new event stream joins the crowd: the hub's batched frames,
 /// served from the fan-out runtime (see [`crate::serve`]).

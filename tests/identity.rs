@@ -1,7 +1,8 @@
 //! Identity against a stand-in anyMeta (axum, here) that checks every
 //! request's OAuth 1.0a signature the way a server does (401 when wrong)
-//! and answers people, unknown tags, error bodies, slow answers, 500s and
-//! malformed JSON; and the local people file.
+//! and answers people, unknown tags, error bodies, slow answers, 500s,
+//! malformed JSON and dropped connections; and the local people file,
+//! edited while the station runs.
 
 mod common;
 
@@ -128,6 +129,19 @@ async fn rest(
         }
         "urn:rfid:04000006" if n == 2 => "<html>not json".into_response(),
         "urn:rfid:04000006" => axum::Json(json!({"id": 66, "title": "Dee"})).into_response(),
+        // The connection drops in the middle of the answer, then fine.
+        "urn:rfid:04000007" if n == 1 => {
+            let cut = futures_util::stream::iter([
+                Ok(axum::body::Bytes::from_static(b"{\"id\": 77, \"ti")),
+                Err(std::io::Error::other("connection dropped")),
+            ]);
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(cut),
+            )
+                .into_response()
+        }
+        "urn:rfid:04000007" => axum::Json(json!({"id": 77, "title": "Eve"})).into_response(),
         _ => axum::Json(json!(false)).into_response(),
     }
 }
@@ -220,16 +234,18 @@ async fn people_come_from_anymeta_off_the_hot_path() {
     quick_tap(&st, "all-a", "urn:rfid:04000003").await;
     identity_until(&st, "resolving the unknown", |i| i["pending"] == 0).await;
     quick_tap(&st, "last-a", "urn:rfid:04000003").await;
-    // Error bodies, timeouts, 500s and malformed JSON: retried until answered.
+    // Error bodies, timeouts, 500s, malformed JSON and a dropped
+    // connection: retried until answered.
     for t in [
         "urn:rfid:04000004",
         "urn:rfid:04000005",
         "urn:rfid:04000006",
+        "urn:rfid:04000007",
     ] {
         quick_tap(&st, "all-a", t).await;
     }
     identity_until(&st, "resolving the hard ones", |i| {
-        i["pending"] == 0 && i["known"] == 5
+        i["pending"] == 0 && i["known"] == 6
     })
     .await;
     {
@@ -239,6 +255,7 @@ async fn people_come_from_anymeta_off_the_hot_path() {
         assert_eq!(f.calls["urn:rfid:04000004"], 3);
         assert_eq!(f.calls["urn:rfid:04000005"], 2);
         assert_eq!(f.calls["urn:rfid:04000006"], 3);
+        assert_eq!(f.calls["urn:rfid:04000007"], 2);
         assert_eq!(f.refused, 0, "every request correctly signed");
     }
     // Names never on public interfaces unless show_names.
@@ -252,7 +269,7 @@ async fn people_come_from_anymeta_off_the_hot_path() {
     let cfg = st.config_path.clone();
     assert!(st.terminate().success());
     let st = Station::start_with(&data, &cfg);
-    identity_until(&st, "restored", |i| i["known"] == 5).await;
+    identity_until(&st, "restored", |i| i["known"] == 6).await;
     assert_eq!(st.tally("first").await, vec![1, 0]);
     quick_tap(&st, "last-b", "urn:rfid:04000002").await;
     assert_eq!(fake.lock().unwrap().calls["urn:rfid:04000002"], 1);
@@ -319,6 +336,31 @@ async fn a_people_file_names_voters_and_is_checked() {
     quick_tap(&st, "all-a", "urn:rfid:04000001").await;
     let tap = sse.until("tap", |t| t["reader"] == "all-a").await;
     assert_eq!(tap["name"], "Anna de Vries");
+
+    // The file is edited while the station runs: a tag that was unknown
+    // gets a name, Anna's name is corrected; a tag nobody tapped is not
+    // "known" here. Applied without a restart.
+    quick_tap(&st, "all-a", "urn:rfid:04000003").await;
+    identity_until(&st, "resolving the unknown tag", |i| i["pending"] == 0).await;
+    std::fs::write(
+        &people,
+        "tag,name,person_id\n04000001,Anna Smit,anna\n04000002,Anna Smit,anna\n04000003,Bob Bakker,bob\n04000009,Nobody Yet,nobody\n",
+    )
+    .unwrap();
+    identity_until(&st, "knowing Bob", |i| i["known"] == 3).await;
+    let seq = quick_tap(&st, "last-b", "urn:rfid:04000003").await["seq"].clone();
+    let tap = sse.until("tap", |t| t["seq"] == seq).await;
+    assert_eq!(tap["name"], "Bob Bakker");
+    let seq = quick_tap(&st, "last-b", "urn:rfid:04000001").await["seq"].clone();
+    let tap = sse.until("tap", |t| t["seq"] == seq).await;
+    assert_eq!(tap["name"], "Anna Smit");
+    // A broken edit is refused with its line and the last good one kept.
+    std::fs::write(&people, "tag,name,person_id\n0400000Z,Zed,zed\n").unwrap();
+    let v = identity_until(&st, "degraded", |i| i["state"] == "degraded").await;
+    assert!(v["detail"].as_str().unwrap().contains(":2"), "{v}");
+    let seq = quick_tap(&st, "first-b", "urn:rfid:04000003").await["seq"].clone();
+    let tap = sse.until("tap", |t| t["seq"] == seq).await;
+    assert_eq!(tap["name"], "Bob Bakker", "{tap}");
     let config = st.config_path.clone();
     assert!(st.terminate().success());
 

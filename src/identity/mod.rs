@@ -39,6 +39,8 @@ pub struct Person {
 /// `[identity] breaker_open_s`; then one trial call decides).
 const BREAKER_FAILURES: u32 = 5;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often the people file is checked for changes.
+const PEOPLE_CHECK: Duration = Duration::from_secs(2);
 
 /// One line of the people file that is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,21 +217,29 @@ pub async fn run(
     });
     let mut people: HashMap<TagUid, Person> = HashMap::new();
     let mut people_mtime = None;
+    // Re-read the people file if it changed; returns the tags whose entry
+    // was added, changed or removed.
     let reload_people = |people: &mut HashMap<TagUid, Person>,
                          mtime: &mut Option<std::time::SystemTime>| {
         let Some(path) = &cfg.people else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let m = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         if m.is_some() && m == *mtime {
-            return Ok(());
+            return Ok(Vec::new());
         }
         *mtime = m;
         match load_people(path) {
             Ok(p) => {
                 tracing::info!(people = p.len(), file = %path.display(), "people file loaded");
+                let mut changed: Vec<TagUid> = p
+                    .iter()
+                    .filter(|(tag, person)| people.get(*tag) != Some(*person))
+                    .map(|(tag, _)| tag.clone())
+                    .collect();
+                changed.extend(people.keys().filter(|t| !p.contains_key(*t)).cloned());
                 *people = p;
-                Ok(())
+                Ok(changed)
             }
             // Keep what was loaded before; say what is wrong.
             Err(e) => Err(e),
@@ -248,9 +258,11 @@ pub async fn run(
             }
         },
     };
+    let mut people_broken = false;
     if let Err(e) = reload_people(&mut people, &mut people_mtime) {
         tracing::error!("identity: people file: {e}");
         status.set("degraded", format!("people file: {e}")).await;
+        people_broken = true;
     }
     if let Some(c) = &client {
         match c.user_info().await {
@@ -268,130 +280,168 @@ pub async fn run(
     }
     let breaker = Arc::new(Mutex::new(Breaker::default()));
     let permits = Arc::new(Semaphore::new(cfg.concurrency));
+    // An edited people file applies without a restart: checked every few
+    // seconds (editors replace files, which a watch on the old one misses)
+    // and at once on SIGHUP.
+    let mut people_check = tokio::time::interval(PEOPLE_CHECK);
+    people_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
-        let tag = tokio::select! {
+        let people_changed = tokio::select! {
             () = shutdown.cancelled() => return,
-            t = lookups.recv() => match t { Some(t) => t, None => return },
+            t = lookups.recv() => match t {
+                Some(t) => {
+                    // A lookup also notices a changed file before the next check.
+                    let mut tags = vec![t];
+                    if let Ok(changed) = reload_people(&mut people, &mut people_mtime) {
+                        tags.extend(changed);
+                    }
+                    Ok(tags)
+                }
+                None => return,
+            },
+            _ = people_check.tick(), if cfg.people.is_some() => {
+                reload_people(&mut people, &mut people_mtime)
+            }
+            Some(()) = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => reload_people(&mut people, &mut people_mtime),
         };
-        if let Err(e) = reload_people(&mut people, &mut people_mtime) {
-            status.set("degraded", format!("people file: {e}")).await;
-        }
-        if let Some(p) = people.get(&tag) {
-            let _ = station
-                .sender()
-                .send(Command::Identity {
-                    tag,
-                    person: Some(p.clone()),
-                    source: "people".into(),
-                })
-                .await;
-            continue;
-        }
-        let Some(client) = client.clone() else {
-            // Only a people file: not in it is unknown.
-            let _ = station
-                .sender()
-                .send(Command::Identity {
-                    tag,
-                    person: None,
-                    source: "people".into(),
-                })
-                .await;
-            continue;
+        let tags = match people_changed {
+            Ok(tags) => tags,
+            Err(e) => {
+                tracing::error!("identity: people file: {e} (the previous version stays in use)");
+                status.set("degraded", format!("people file: {e}")).await;
+                people_broken = true;
+                continue;
+            }
         };
-        let (station, status, breaker, permits, shutdown) = (
-            station.clone(),
-            status.clone(),
-            breaker.clone(),
-            permits.clone(),
-            shutdown.clone(),
-        );
-        let open_for = cfg.breaker_open;
-        tokio::spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return;
+        if std::mem::take(&mut people_broken) {
+            status
+                .set("ok", format!("people file, {} people", people.len()))
+                .await;
+        }
+        for tag in tags {
+            if let Some(p) = people.get(&tag) {
+                let _ = station
+                    .sender()
+                    .send(Command::Identity {
+                        tag,
+                        person: Some(p.clone()),
+                        source: "people".into(),
+                    })
+                    .await;
+                continue;
+            }
+            let Some(client) = client.clone() else {
+                // Only a people file: not in it is unknown.
+                let _ = station
+                    .sender()
+                    .send(Command::Identity {
+                        tag,
+                        person: None,
+                        source: "people".into(),
+                    })
+                    .await;
+                continue;
             };
-            let mut backoff = Duration::from_millis(500);
-            loop {
-                if shutdown.is_cancelled() {
+            let (station, status, breaker, permits, shutdown) = (
+                station.clone(),
+                status.clone(),
+                breaker.clone(),
+                permits.clone(),
+                shutdown.clone(),
+            );
+            let open_for = cfg.breaker_open;
+            tokio::spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
                     return;
-                }
-                // Offline: wait for the network instead of failing.
-                let mut w = station.watch();
-                while w.borrow_and_update().network.state == NetState::Offline {
-                    status.set("offline", "network offline: lookups wait").await;
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        r = w.changed() => if r.is_err() { return },
-                    }
-                }
-                // An open breaker: wait for its trial time.
-                let wait = breaker
-                    .lock()
-                    .await
-                    .open_until
-                    .map(|t| t.saturating_duration_since(Instant::now()));
-                if let Some(d) = wait.filter(|d| !d.is_zero()) {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(d) => {}
-                    }
-                }
-                match client.identify(tag.as_str()).await {
-                    Ok(person) => {
-                        let closed = {
-                            let mut b = breaker.lock().await;
-                            let was_open = b.open_until.is_some();
-                            *b = Breaker::default();
-                            was_open
-                        };
-                        if closed {
-                            tracing::info!(
-                                "identity: anyMeta answers again; circuit breaker closed"
-                            );
-                        }
-                        status.set("ok", "anyMeta answers").await;
-                        let _ = station
-                            .sender()
-                            .send(Command::Identity {
-                                tag,
-                                person,
-                                source: "anymeta".into(),
-                            })
-                            .await;
+                };
+                let mut backoff = Duration::from_millis(500);
+                loop {
+                    if shutdown.is_cancelled() {
                         return;
                     }
-                    Err(e) => {
-                        let opened = {
-                            let mut b = breaker.lock().await;
-                            b.failures += 1;
-                            if b.failures >= BREAKER_FAILURES {
-                                let first = b.open_until.is_none();
-                                b.open_until = Some(Instant::now() + open_for);
-                                first
-                            } else {
-                                false
-                            }
-                        };
-                        if opened {
-                            tracing::warn!(error = %e, "identity: anyMeta keeps failing; circuit breaker open for {} s", open_for.as_secs());
-                        }
-                        let state = if breaker.lock().await.open_until.is_some() {
-                            "offline"
-                        } else {
-                            "degraded"
-                        };
-                        status.set(state, e.to_string()).await;
-                        let jitter = Duration::from_millis(rand::random::<u64>() % 250);
+                    // Offline: wait for the network instead of failing.
+                    let mut w = station.watch();
+                    while w.borrow_and_update().network.state == NetState::Offline {
+                        status.set("offline", "network offline: lookups wait").await;
                         tokio::select! {
                             () = shutdown.cancelled() => return,
-                            () = tokio::time::sleep(backoff + jitter) => {}
+                            r = w.changed() => if r.is_err() { return },
                         }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                    // An open breaker: wait for its trial time.
+                    let wait = breaker
+                        .lock()
+                        .await
+                        .open_until
+                        .map(|t| t.saturating_duration_since(Instant::now()));
+                    if let Some(d) = wait.filter(|d| !d.is_zero()) {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(d) => {}
+                        }
+                    }
+                    match client.identify(tag.as_str()).await {
+                        Ok(person) => {
+                            let closed = {
+                                let mut b = breaker.lock().await;
+                                let was_open = b.open_until.is_some();
+                                *b = Breaker::default();
+                                was_open
+                            };
+                            if closed {
+                                tracing::info!(
+                                    "identity: anyMeta answers again; circuit breaker closed"
+                                );
+                            }
+                            status.set("ok", "anyMeta answers").await;
+                            let _ = station
+                                .sender()
+                                .send(Command::Identity {
+                                    tag,
+                                    person,
+                                    source: "anymeta".into(),
+                                })
+                                .await;
+                            return;
+                        }
+                        Err(e) => {
+                            let opened = {
+                                let mut b = breaker.lock().await;
+                                b.failures += 1;
+                                if b.failures >= BREAKER_FAILURES {
+                                    let first = b.open_until.is_none();
+                                    b.open_until = Some(Instant::now() + open_for);
+                                    first
+                                } else {
+                                    false
+                                }
+                            };
+                            if opened {
+                                tracing::warn!(error = %e, "identity: anyMeta keeps failing; circuit breaker open for {} s", open_for.as_secs());
+                            }
+                            let state = if breaker.lock().await.open_until.is_some() {
+                                "offline"
+                            } else {
+                                "degraded"
+                            };
+                            status.set(state, e.to_string()).await;
+                            let jitter = Duration::from_millis(rand::random::<u64>() % 250);
+                            tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                () = tokio::time::sleep(backoff + jitter) => {}
+                            }
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
                     }
                 }
-            }
-        });
+            });
+        }
     }
 }
 
