@@ -2,10 +2,11 @@
 //!
 //! 1. Decoder throughput: MB/s and frames/s of each codec over a long stream
 //!    of valid frames with some junk between them.
-//! 2. pty → SSE latency: 64 simulated push readers (text sketches) on real
-//!    pseudo-terminals, 1,000 taps/s in total, each tap timed from the moment
-//!    its bytes are written to the pty to the arrival of its SSE `tap` event
-//!    (a pty has no wire time, so this is what the station adds).
+//! 2. pty → SSE latency: the real station binary in a process of its own
+//!    with 64 push readers (text sketches) on real pseudo-terminals; this
+//!    process writes 1,000 taps/s in total straight to the pty masters, each
+//!    timed from just before its bytes are written to the arrival of its SSE
+//!    `tap` event (a pty has no wire time, so this is what the station adds).
 //!
 //! `BENCH_QUICK=1` shrinks both.
 
@@ -15,12 +16,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use pollstation::config::{Config, Protocol};
 use pollstation::reader::{em4100, pn532, sm130, text};
-use pollstation::service;
-use pollstation::sim::SimReader;
+use tokio::io::AsyncWriteExt;
+use tokio_serial::SerialPort;
 use tokio_util::codec::Decoder;
-use tokio_util::sync::CancellationToken;
 
 fn throughput<D: Decoder<Error = std::io::Error>>(
     name: &str,
@@ -96,38 +95,80 @@ fn decoders(n: usize) {
     throughput("text", &s, n, text::TextCodec::default());
 }
 
+/// The real binary in a process of its own, 64 text readers on real ptys;
+/// this process plays the readers (writing each line straight to the pty
+/// master, timed just before the write) and reads the SSE stream.
 async fn pty_latency(readers: usize, rate: u32, seconds: u32) {
     let dir = tempfile::tempdir().unwrap();
     let dev = dir.path().join("dev");
+    std::fs::create_dir_all(&dev).unwrap();
     let mut cfg_text = format!(
-        "[station]\nid = \"bench\"\ndata_dir = \"{}\"\ndebounce_ms = 0\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[[poll]]\nid = \"p\"\nquestion = \"?\"\nrule = \"unlimited\"\nanswers = [{{ id = \"a\", label = \"A\" }}]\n",
+        "[station]\nid = \"bench\"\ndata_dir = \"{}\"\ndebounce_ms = 0\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[network]\nwatch = false\n[hotplug]\nenabled = false\n\n[[poll]]\nid = \"p\"\nquestion = \"?\"\nrule = \"unlimited\"\nanswers = [{{ id = \"a\", label = \"A\" }}]\n",
         dir.path().join("data").display()
     );
-    let mut sims = Vec::new();
+    // Masters written by this process; slaves kept open so the ptys stay up
+    // until the station has opened them.
+    let mut masters = Vec::new();
+    let mut slaves = Vec::new();
     for r in 0..readers {
-        let path = dev.join(format!("r{r}"));
+        let (master, slave) = tokio_serial::SerialStream::pair().unwrap();
+        let link = dev.join(format!("r{r}"));
+        std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
         cfg_text.push_str(&format!(
             "\n[[reader]]\nid = \"r{r}\"\ndevice = \"{}\"\nprotocol = \"text\"\npoll = \"p\"\nanswer = \"a\"\nfeedback_counted = \"\"\nfeedback_refused = \"\"\n",
-            path.display()
+            link.display()
         ));
-        sims.push(SimReader::spawn(Protocol::Text, Some(&path)).unwrap());
+        masters.push(master);
+        slaves.push(slave);
     }
-    let cfg = Config::parse(&cfg_text, dir.path()).unwrap();
-    let shutdown = CancellationToken::new();
-    let running = service::start(&cfg, shutdown.clone()).await.unwrap();
-    let base = format!("http://{}", running.http_addr);
-
-    // Wait until every reader is connected.
-    let mut state = running.station.watch();
-    let all_up = |s: &pollstation::station::Snapshot| {
-        s.readers
-            .iter()
-            .all(|r| r.status == pollstation::station::ReaderStatus::Connected)
-    };
-    tokio::time::timeout(Duration::from_secs(10), state.wait_for(|s| all_up(s)))
-        .await
-        .expect("readers connect")
+    let cfg = dir.path().join("station.toml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pollstation"))
+        .args(["run", "--no-screen", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn,pollstation=info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let addr = loop {
+        let line = lines.next().expect("station output").unwrap();
+        if let Some(i) = line.find("listening on http://") {
+            break line[i + 20..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let base = format!("http://{addr}");
+
+    // Wait until every reader is connected (polling is fine in a bench).
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: serde_json::Value = client
+            .get(format!("{base}/api/v1/station"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let up = v["readers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] == "connected")
+            .count();
+        if up == readers {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {up} readers connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // SSE side: arrival times per reader, in order.
     let arrivals: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
@@ -166,19 +207,14 @@ async fn pty_latency(readers: usize, rate: u32, seconds: u32) {
         interval.tick().await;
         let r = (i as usize) % readers;
         let uid = (0x2000_0000u32 + i).to_be_bytes();
-        // The sim writes the line as soon as it gets this message.
+        let line = format!(
+            "Card UID: {:02X} {:02X} {:02X} {:02X}\r\n",
+            uid[0], uid[1], uid[2], uid[3]
+        );
         sent.entry(format!("r{r}"))
             .or_default()
             .push(Instant::now());
-        sims[r]
-            .raw(
-                format!(
-                    "Card UID: {:02X} {:02X} {:02X} {:02X}\r\n",
-                    uid[0], uid[1], uid[2], uid[3]
-                )
-                .as_bytes(),
-            )
-            .await;
+        masters[r].write_all(line.as_bytes()).await.unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -201,15 +237,18 @@ async fn pty_latency(readers: usize, rate: u32, seconds: u32) {
     lat.sort();
     let p = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
     println!(
-        "pty→SSE with {readers} text readers at {rate} taps/s for {seconds} s: {} taps, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        "pty→SSE with {readers} text readers at {rate} taps/s for {seconds} s (station in its own process): {} taps, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         lat.len(),
         p(0.5),
         p(0.9),
         p(0.99),
         p(1.0)
     );
-    shutdown.cancel();
-    running.wait().await;
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    drop(slaves);
 }
 
 fn main() {

@@ -556,6 +556,17 @@ struct Station {
 
 type TapReply = oneshot::Sender<Result<TapOutcome, TapError>>;
 
+/// What a snapshot saves: the tally state, and the tags whose lookup was
+/// still pending (a logged tap is its own lookup request; taps before the
+/// snapshot are not replayed, so their pending lookups are kept here).
+#[derive(Serialize, serde::Deserialize)]
+struct SavedState {
+    #[serde(flatten)]
+    tallies: crate::tally::TallyState,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pending_lookups: Vec<TagUid>,
+}
+
 /// An identity answer waiting to be logged.
 struct ResolvedIdentity {
     tag: TagUid,
@@ -627,13 +638,17 @@ pub fn start(
     let publishing = config.xmpp.is_some();
     let mut outbox_mark: Option<u64> = None;
     let mut people: HashMap<TagUid, (Option<crate::identity::Person>, i64)> = HashMap::new();
-    let mut queued: Vec<TagUid> = Vec::new();
+    // Tags whose lookup is pending: from the snapshot, the replayed taps,
+    // and logs written before taps were the queue.
+    let queued: std::cell::RefCell<std::collections::HashSet<TagUid>> = Default::default();
+    let resolving = config.identity.is_some();
     // Taps committed but not enqueued for publishing (a crash in between).
     let mut unenqueued: Vec<Tap> = Vec::new();
-    let restore = |data: &[u8]| match serde_json::from_slice(data) {
-        Ok(state) => match Tallies::from_state(&config.polls, state) {
+    let restore = |data: &[u8]| match serde_json::from_slice::<SavedState>(data) {
+        Ok(state) => match Tallies::from_state(&config.polls, state.tallies) {
             Some(t) => {
                 *tallies.borrow_mut() = t;
+                queued.borrow_mut().extend(state.pending_lookups);
                 true
             }
             None => false,
@@ -662,6 +677,9 @@ pub fn start(
             }
         },
         Record::Tap(tap) => {
+            if resolving {
+                queued.borrow_mut().insert(tap.tag.clone());
+            }
             let applied = tallies.borrow_mut().apply(&tap);
             if applied == Applied::Unknown {
                 tracing::warn!(station = %tap.station, seq = tap.seq, poll = %tap.poll, answer = %tap.answer,
@@ -685,11 +703,19 @@ pub fn start(
                 .assign(&tag, person.as_ref().map(|p| Arc::from(p.id.as_str())));
             people.insert(tag, (person, at));
         }
-        Record::IdentityQueued(tags, _) => queued.extend(tags),
+        Record::IdentityQueued(tags, _) => queued.borrow_mut().extend(tags),
         Record::Reader(b) => bound.push(b),
         Record::Snapshot { .. } | Record::Outbox { .. } | Record::Published(_) => {}
     })?;
     let tallies = tallies.into_inner();
+    let mut queued = queued.into_inner();
+    if resolving {
+        // Every tag a poll counts by person and nobody has answered for yet
+        // (also those tapped before identity was configured).
+        queued.extend(tallies.tags().into_iter().cloned());
+    }
+    queued.retain(|t| !people.contains_key(t));
+    let queued: Vec<TagUid> = queued.into_iter().collect();
     let startup_info = StartupReplay {
         from_snapshot: rec.from_snapshot,
         replayed_taps: rec.replayed,
@@ -1012,7 +1038,11 @@ impl Station {
             return;
         }
         let started = std::time::Instant::now();
-        let data = match serde_json::to_vec(&self.tallies.to_state()) {
+        let saved = SavedState {
+            tallies: self.tallies.to_state(),
+            pending_lookups: self.lookups_pending.iter().cloned().collect(),
+        };
+        let data = match serde_json::to_vec(&saved) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot serialise the tally state; no snapshot");
@@ -1249,16 +1279,14 @@ impl Station {
     /// One transaction: the taps, their lookups, and the riders.
     async fn commit(&mut self, taps: Vec<Tap>, waiters: Vec<Waiter>) {
         let mut records: Vec<Record> = taps.iter().cloned().map(Record::Tap).collect();
-        // Lookups are queued in the same transaction as their taps.
+        // A tap is its own durable lookup request: after a crash, every
+        // logged tag without an answer is looked up again (see `start`).
         let now_wall = now_ms();
         let mut to_look_up: Vec<TagUid> = Vec::new();
         for t in &taps {
             if self.needs_lookup(&t.tag, now_wall) && !to_look_up.contains(&t.tag) {
                 to_look_up.push(t.tag.clone());
             }
-        }
-        if !to_look_up.is_empty() {
-            records.push(Record::IdentityQueued(to_look_up.clone(), now_wall));
         }
         // Earlier publications and identities ride with this commit (no
         // fsync of their own).

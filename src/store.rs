@@ -185,7 +185,8 @@ pub enum Record {
         source: String,
         at: i64,
     },
-    /// Tags to look up.
+    /// Tags to look up. The Station no longer writes these (a logged tap is
+    /// its own lookup request); logs from before that still replay them.
     IdentityQueued(Vec<TagUid>, i64),
     Tap(Tap),
     Action(Action),

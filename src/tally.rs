@@ -147,6 +147,11 @@ impl Tallies {
         }
     }
 
+    /// Every tag that has a tap counted in (or refused by) some poll.
+    pub fn tags(&self) -> std::collections::HashSet<&TagUid> {
+        self.polls.iter().flat_map(|p| p.per_tag.keys()).collect()
+    }
+
     /// Add a poll (config reload). False if it exists already.
     pub fn add_poll(&mut self, def: &PollDef) -> bool {
         if self.index.contains_key(&def.id) {

@@ -282,11 +282,28 @@ async fn people_come_from_anymeta_off_the_hot_path() {
     }
     let v = identity_until(&st, "offline (breaker open)", |i| i["state"] == "offline").await;
     assert!(v["detail"].as_str().unwrap().contains("500"), "{v}");
+    // A crash with lookups pending: the logged taps are the queue.
+    let before = fake.lock().unwrap().calls["urn:rfid:04000100"];
+    let (data, cfg) = (st.data_dir.clone(), st.config_path.clone());
+    st.kill9();
+    let st = Station::start_with(&data, &cfg);
+    identity_until(&st, "still pending after the crash", |i| i["pending"] == 6).await;
+    // A clean stop saves a snapshot (replay starts after it): the pending
+    // lookups are kept in it.
+    assert!(st.terminate().success());
+    let st = Station::start_with(&data, &cfg);
+    let v = st
+        .station_until("replay from the snapshot", |s| {
+            s["store"]["startup"]["replayed_taps"] == 0
+        })
+        .await;
+    assert_eq!(v["identity"]["pending"], 6, "{v}");
     fake.lock().unwrap().down = false;
     identity_until(&st, "recovered", |i| {
         i["state"] == "ok" && i["pending"] == 0
     })
     .await;
+    assert!(fake.lock().unwrap().calls["urn:rfid:04000100"] > before);
     assert!(st.terminate().success());
 }
 
