@@ -10,6 +10,8 @@
 //!
 //! `BENCH_QUICK=1` shrinks both.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -123,27 +125,11 @@ async fn pty_latency(readers: usize, rate: u32, seconds: u32) {
     }
     let cfg = dir.path().join("station.toml");
     std::fs::write(&cfg, cfg_text).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pollstation"))
-        .args(["run", "--no-screen", "--config"])
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pollstation"));
+    cmd.args(["run", "--no-screen", "--config"])
         .arg(&cfg)
-        .env("RUST_LOG", "warn,pollstation=info")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-    let addr = loop {
-        let line = lines.next().expect("station output").unwrap();
-        if let Some(i) = line.find("listening on http://") {
-            break line[i + 20..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let base = format!("http://{addr}");
+        .env("RUST_LOG", "warn,pollstation=info");
+    let (child, base) = common::start_station(cmd, |_| true);
 
     // Wait until every reader is connected (polling is fine in a bench).
     let client = reqwest::Client::new();
@@ -244,10 +230,7 @@ async fn pty_latency(readers: usize, rate: u32, seconds: u32) {
         p(0.99),
         p(1.0)
     );
-    let _ = std::process::Command::new("kill")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    common::stop_station(child);
     drop(slaves);
 }
 

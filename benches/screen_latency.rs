@@ -5,7 +5,9 @@
 //! and once with `--no-screen`; each time 1,000 taps POSTed at 200/s, each
 //! timed to its 201 (durable). The screen must not slow intake.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,31 +62,16 @@ fn station(screen: Option<&str>, dir: &std::path::Path) -> (Child, String, Strin
             c
         }
     };
-    let mut child = cmd
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "pollstation=debug,warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut addr = String::new();
-    loop {
-        let l = lines.next().expect("output").unwrap();
-        if let Some(i) = l.find("listening on http://") {
-            addr = l[i + 20..].split_whitespace().next().unwrap().to_string();
-        }
-        // With a screen, wait until it has painted; headless, until listening.
-        if !addr.is_empty() && (screen.is_none() || l.contains("screen painted")) {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+    cmd.env("RUST_LOG", "pollstation=debug,warn")
+        .stderr(Stdio::null());
+    // With a screen, wait until it has painted; headless, until listening.
+    let (child, base) =
+        common::start_station(cmd, |l| screen.is_none() || l.contains("screen painted"));
     let token = std::fs::read_to_string(data.join("admin-token"))
         .unwrap()
         .trim()
         .to_string();
-    (child, format!("http://{addr}"), token)
+    (child, base, token)
 }
 
 async fn measure(base: &str, token: &str) -> Vec<Duration> {
@@ -120,7 +107,7 @@ fn main() {
     let mut results = Vec::new();
     for screen in [None, Some(display.as_str()), None, Some(display.as_str())] {
         let dir = tempfile::tempdir().unwrap();
-        let (mut child, base, token) = station(screen, dir.path());
+        let (child, base, token) = station(screen, dir.path());
         let lat = rt.block_on(measure(&base, &token));
         let name = if screen.is_some() {
             "with screen"
@@ -133,8 +120,7 @@ fn main() {
             p(&lat, 0.99)
         );
         results.push((screen.is_some(), p(&lat, 0.5), p(&lat, 0.99)));
-        let _ = Command::new("kill").arg(child.id().to_string()).status();
-        let _ = child.wait();
+        common::stop_station(child);
     }
     let avg = |s: bool, i: usize| {
         let v: Vec<f64> = results

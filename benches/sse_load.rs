@@ -13,8 +13,9 @@
 //!
 //! `BENCH_QUICK=1` uses 500 streams.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,33 +77,17 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pollstation"))
-        .args(["run", "--config"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pollstation"));
+    cmd.args(["run", "--config"])
         .arg(&cfg)
-        .env("RUST_LOG", "warn,pollstation=info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("station output").unwrap();
-        if let Some(i) = line.find("listening on http://") {
-            break line[i + 20..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+        .env("RUST_LOG", "warn,pollstation=info");
+    let (child, base) = common::start_station(cmd, |_| true);
+    let addr = base.trim_start_matches("http://").to_string();
     let pid = child.id();
     let token = std::fs::read_to_string(dir.path().join("data/admin-token"))
         .unwrap()
         .trim()
         .to_string();
-    let base = format!("http://{addr}");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     // The 10,000 readers stand in for browsers on other machines: they run
@@ -228,6 +213,5 @@ fn main() {
         );
     });
     readers_rt.shutdown_background();
-    let _ = Command::new("kill").arg(pid.to_string()).status();
-    let _ = child.wait();
+    common::stop_station(child);
 }

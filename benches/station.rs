@@ -4,8 +4,11 @@
 //! 2. Latency from `POST /api/v1/taps` to the SSE `tap` event at 1,000 taps/s.
 //! 3. Start-up time to serving with 1,000,000 taps in the log.
 //!
-//! Everything runs on loopback with temp dirs and stops by itself.
+//! Everything runs on loopback with temp dirs and stops by itself; the
+//! latency is measured against the real binary in a process of its own.
 //! `BENCH_QUICK=1` shrinks the sizes for a smoke run.
+
+mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,7 +23,11 @@ use pollstation::store::{Record, Store};
 use tokio_util::sync::CancellationToken;
 
 fn config(data: &Path) -> Config {
-    let text = format!(
+    Config::parse(&config_text(data), data).expect("bench config")
+}
+
+fn config_text(data: &Path) -> String {
+    format!(
         r#"
 [station]
 id = "bench"
@@ -56,8 +63,7 @@ poll = "u"
 answer = "b"
 "#,
         data.display()
-    );
-    Config::parse(&text, data).expect("bench config")
+    )
 }
 
 fn tag(n: u32) -> TagUid {
@@ -113,12 +119,20 @@ async fn throughput(total: u32, concurrency: u32) {
 /// Latency: POST at a steady rate; time each tap from just before its POST
 /// to the arrival of its SSE event.
 async fn latency(rate: u32, seconds: u32) {
+    // The real binary in a process of its own: this process is the client
+    // (as phones and readers are other machines), not a task beside it.
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    let shutdown = CancellationToken::new();
-    let running = service::start(&cfg, shutdown.clone()).await.unwrap();
-    let base = format!("http://{}", running.http_addr);
-    let token = running.admin_token.clone();
+    let cfg = dir.path().join("station.toml");
+    std::fs::write(&cfg, config_text(dir.path())).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pollstation"));
+    cmd.args(["run", "--no-screen", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn,pollstation=info");
+    let (child, base) = common::start_station(cmd, |_| true);
+    let token = std::fs::read_to_string(dir.path().join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
 
     // The SSE side notes when each seq arrived; the POST side notes when the
     // request for each seq was sent; the two are joined at the end.
@@ -222,8 +236,7 @@ async fn latency(rate: u32, seconds: u32) {
         "store commit times in that run: {}",
         commit_quantiles(&metrics)
     );
-    shutdown.cancel();
-    running.wait().await;
+    common::stop_station(child);
 }
 
 /// p50/p99 of `pollstation_store_commit_seconds`, as upper bucket bounds.

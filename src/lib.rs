@@ -23,6 +23,7 @@
 //!   - `screen`: the GTK tally screen (feature `gtk`), on the main thread;
 //! - [`sim`]: simulated readers on pseudo-terminals (demo, tests, `pollstation sim`);
 //! - [`metrics`]: Prometheus metrics;
+//! - [`priority`]: lower CPU priority for the threads that must not slow the intake;
 //! - [`health`]: the status overview (level, message and fix per component);
 //! - [`service`]: wires the parts together and shuts them down in order;
 //! - [`control`] / [`ctl`]: the live admin console (Unix socket, `pollstation ctl`);
@@ -39,6 +40,7 @@ pub mod identity;
 pub mod metrics;
 pub mod network;
 pub mod poll;
+pub mod priority;
 pub mod reader;
 #[cfg(feature = "gtk")]
 pub mod screen;

@@ -47,6 +47,8 @@ pub fn display_present() -> bool {
 
 /// Run the screen on this (the main) thread until the window is closed or
 /// `shutdown` is cancelled. Cancels `shutdown` itself when the window closes.
+/// Lowers this thread's CPU priority (see [`crate::priority`]); the tokio
+/// threads, started before, keep theirs.
 pub fn run(
     station: &StationHandle,
     rt: &tokio::runtime::Handle,
@@ -55,6 +57,9 @@ pub fn run(
 ) -> glib::ExitCode {
     let (tx, rx) = async_channel::bounded::<Msg>(64);
     rt.spawn(forward(station.clone(), tx, shutdown.clone()));
+    // Drawing never goes before a tap: this thread, and the renderer
+    // threads GTK starts from it, yield to the intake when the CPU is busy.
+    crate::priority::lower_this_thread(crate::priority::SCREEN_NICE);
 
     let app = gtk::Application::builder()
         .application_id("org.pollstation.Screen")

@@ -26,10 +26,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// CPU priority (nice) of the fan-out threads: they get about a tenth of a
-/// core's time when the intake wants it, all of it when it does not.
-const FANOUT_NICE: i32 = 10;
-
 /// How long a new connection has to send its request line before it is
 /// handed to the main side as it is (which then applies its own timeouts).
 const FIRST_BYTES_WITHIN: Duration = Duration::from_secs(5);
@@ -41,7 +37,8 @@ const EVENTS_REQUEST: &[u8] = b"GET /api/v1/events";
 pub struct Fanout(Option<Runtime>);
 
 impl Fanout {
-    /// Start the runtime's two worker threads at [`FANOUT_NICE`].
+    /// Start the runtime's two worker threads at a lower priority
+    /// ([`crate::priority::FANOUT_NICE`]).
     ///
     /// # Errors
     /// When the threads cannot be started.
@@ -49,17 +46,7 @@ impl Fanout {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("fanout")
-            .on_thread_start(|| {
-                // SAFETY: setpriority with who = 0 changes the calling
-                // thread's nice value on Linux; no memory is involved.
-                let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, FANOUT_NICE) };
-                if r != 0 {
-                    tracing::debug!(
-                        error = %io::Error::last_os_error(),
-                        "cannot lower the fan-out thread's priority"
-                    );
-                }
-            })
+            .on_thread_start(|| crate::priority::lower_this_thread(crate::priority::FANOUT_NICE))
             .enable_all()
             .build()?;
         Ok(Self(Some(rt)))

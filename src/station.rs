@@ -345,6 +345,57 @@ impl Snapshot {
     }
 }
 
+/// The latest taps announced, for event streams that reconnect with
+/// `Last-Event-ID`: every tap with a seq in `(base, through]` is here, where
+/// `base` is the seq before the oldest kept (or `through` when empty).
+#[derive(Debug)]
+pub struct TapRing<T> {
+    items: std::collections::VecDeque<(u64, T)>,
+    through: u64,
+}
+
+/// Taps kept for replay: a client away for longer gets the whole state.
+pub const TAP_RING: usize = 1024;
+
+impl<T: Clone> TapRing<T> {
+    /// A ring that has seen every tap up to `through`, and keeps none.
+    #[must_use]
+    pub fn new(through: u64) -> Self {
+        Self {
+            items: std::collections::VecDeque::new(),
+            through,
+        }
+    }
+
+    pub fn push(&mut self, seq: u64, item: T) {
+        self.items.push_back((seq, item));
+        self.through = seq;
+        if self.items.len() > TAP_RING {
+            self.items.pop_front();
+        }
+    }
+
+    /// Some taps were lost on the way here: nothing before the next one can
+    /// be replayed.
+    pub fn break_off(&mut self) {
+        self.items.clear();
+        self.through = u64::MAX;
+    }
+
+    /// The taps after `last`, or `None` when some of them are not kept.
+    #[must_use]
+    pub fn after(&self, last: u64) -> Option<Vec<T>> {
+        let base = self.items.front().map_or(self.through, |(seq, _)| seq - 1);
+        (base <= last && last <= self.through).then(|| {
+            self.items
+                .iter()
+                .filter(|(seq, _)| *seq > last)
+                .map(|(_, t)| t.clone())
+                .collect()
+        })
+    }
+}
+
 /// A tap as announced publicly: no tag UID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TapEvent {
@@ -394,6 +445,8 @@ pub struct StationHandle {
     state: watch::Receiver<Arc<Snapshot>>,
     /// Station → subscribers (web SSE, screen, publishers): each change.
     events: broadcast::Sender<Event>,
+    /// The latest taps announced on `events` (sent under its lock).
+    tap_ring: Arc<std::sync::Mutex<TapRing<TapEvent>>>,
     store: Store,
     metrics: Arc<Metrics>,
 }
@@ -498,6 +551,26 @@ impl StationHandle {
         self.events.subscribe()
     }
 
+    /// Subscribe to events and take the taps announced after seq `last` in
+    /// one step: none falls between the two, none comes twice. The taps are
+    /// `None` when some are no longer kept (or `last` is not one of ours).
+    /// Also returns the highest seq announced so far.
+    #[must_use]
+    pub fn subscribe_after(
+        &self,
+        last: Option<u64>,
+    ) -> (broadcast::Receiver<Event>, Option<Vec<TapEvent>>, u64) {
+        let ring = self
+            .tap_ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (
+            self.events.subscribe(),
+            last.and_then(|l| ring.after(l)),
+            ring.through,
+        )
+    }
+
     #[must_use]
     pub fn store(&self) -> &Store {
         &self.store
@@ -551,6 +624,7 @@ struct Station {
     started_at: i64,
     state_tx: watch::Sender<Arc<Snapshot>>,
     events: broadcast::Sender<Event>,
+    tap_ring: Arc<std::sync::Mutex<TapRing<TapEvent>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -859,6 +933,9 @@ pub fn start(
         started_at: now_ms(),
         state_tx,
         events: events.clone(),
+        tap_ring: Arc::new(std::sync::Mutex::new(TapRing::new(
+            rec.next_seq.saturating_sub(1),
+        ))),
         metrics: metrics.clone(),
     };
     station.publish_snapshot();
@@ -888,6 +965,7 @@ pub fn start(
         tx,
         state: state_rx,
         events,
+        tap_ring: station.tap_ring.clone(),
         store,
         metrics,
     };
@@ -1399,9 +1477,19 @@ impl Station {
                         }));
                     }
                 }
+                // Taps go into the ring and out under its lock, so a stream
+                // that reconnects sees each exactly once (`subscribe_after`).
+                let mut ring = self
+                    .tap_ring
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 for e in announce {
+                    if let Event::Tap(t) = &e {
+                        ring.push(t.seq, t.clone());
+                    }
                     let _ = self.events.send(e);
                 }
+                drop(ring);
                 if self.config.xmpp.is_some() {
                     let counted_taps: Vec<Tap> = taps
                         .iter()
@@ -1864,4 +1952,36 @@ enum Prepared {
     New(Tap),
     RepeatInBatch(usize),
     RepeatDurable(TapOutcome),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tap_ring_replays_only_what_it_holds_whole() {
+        let mut r: TapRing<u64> = TapRing::new(5);
+        assert_eq!(r.after(5), Some(vec![]), "nothing missed");
+        assert_eq!(r.after(4), None, "seq 5 is not kept");
+        assert_eq!(r.after(6), None, "not announced yet");
+        r.push(6, 6);
+        r.push(7, 7);
+        assert_eq!(r.after(5), Some(vec![6, 7]));
+        assert_eq!(r.after(6), Some(vec![7]));
+        assert_eq!(r.after(7), Some(vec![]));
+        assert_eq!(r.after(4), None);
+        for s in 8..8 + TAP_RING as u64 {
+            r.push(s, s);
+        }
+        let oldest = 8 + TAP_RING as u64 - TAP_RING as u64;
+        assert_eq!(r.after(oldest - 2), None, "fell out");
+        assert_eq!(r.after(oldest - 1).map(|v| v.len()), Some(TAP_RING));
+        // Taps lost on the way: nothing before the next one replays.
+        r.break_off();
+        let next = 8 + TAP_RING as u64;
+        assert_eq!(r.after(next - 1), None);
+        r.push(next, next);
+        assert_eq!(r.after(next - 1), Some(vec![next]));
+        assert_eq!(r.after(next - 2), None);
+    }
 }

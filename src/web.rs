@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -32,6 +32,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::poll::TagUid;
 use crate::station::{
     ActionError, BindError, Event, ReaderStatus, Snapshot, StationHandle, TapError, TapOutcome,
+    TapRing,
 };
 use crate::store::{ActionKind, StoreError};
 
@@ -376,7 +377,13 @@ fn resync_frames(snap: &Snapshot) -> Bytes {
 
 fn encode(event: &Event) -> Bytes {
     match event {
-        Event::Tap(t) => sse_frame("tap", t),
+        // Taps carry an id ("station:seq"): a client that reconnects with
+        // `Last-Event-ID` is sent the taps it missed.
+        Event::Tap(t) => {
+            let mut f = format!("id: {}:{}\n", t.station, t.seq).into_bytes();
+            f.extend_from_slice(&sse_frame("tap", t));
+            Bytes::from(f)
+        }
         Event::Tally(t) => sse_frame("tally", t),
         Event::Reader(r) => sse_frame("reader", r),
         Event::Status(snap) => sse_frame("status", &station_json(snap)),
@@ -393,6 +400,24 @@ fn encode(event: &Event) -> Bytes {
 pub struct SseHub {
     /// Hub task → client streams: encoded frames.
     tx: broadcast::Sender<Bytes>,
+    /// The taps of the frames sent (each encoded alone), for replay; frames
+    /// are sent under its lock.
+    ring: Arc<std::sync::Mutex<TapRing<Bytes>>>,
+}
+
+impl SseHub {
+    /// Subscribe to the frames and take the taps sent after `last`, in one
+    /// step (see [`StationHandle::subscribe_after`]).
+    fn subscribe_after(&self, last: Option<u64>) -> (broadcast::Receiver<Bytes>, Option<Bytes>) {
+        let ring = self
+            .ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let replay = last
+            .and_then(|l| ring.after(l))
+            .map(|taps| taps.concat().into());
+        (self.tx.subscribe(), replay)
+    }
 }
 
 /// Above this many open streams the hub batches: events that arrive within
@@ -407,8 +432,10 @@ impl SseHub {
     #[must_use]
     pub fn start(station: &StationHandle, shutdown: CancellationToken, rt: &Handle) -> Self {
         let (tx, _) = broadcast::channel(1024);
-        let mut events = station.subscribe();
+        let (mut events, _, through) = station.subscribe_after(None);
+        let ring = Arc::new(std::sync::Mutex::new(TapRing::new(through)));
         let out = tx.clone();
+        let out_ring = ring.clone();
         let station = station.clone();
         rt.spawn(async move {
             let mut last_send = tokio::time::Instant::now() - BATCH_WINDOW;
@@ -420,6 +447,10 @@ impl SseHub {
                 let mut batch = match first {
                     Ok(e) => vec![e],
                     Err(RecvError::Lagged(_)) => {
+                        let mut ring = out_ring
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        ring.break_off();
                         let _ = out.send(resync_frames(&station.snapshot()));
                         continue;
                     }
@@ -445,21 +476,37 @@ impl SseHub {
                         Err(_) => break,
                     }
                 }
-                let frame = encode_batch(&batch);
+                let parts = encode_batch(&batch);
                 // Only events that are not for public streams (names).
-                if frame.is_empty() {
+                if parts.is_empty() {
                     continue;
                 }
+                let frame: Bytes = parts
+                    .iter()
+                    .map(|(_, b)| &b[..])
+                    .collect::<Vec<_>>()
+                    .concat()
+                    .into();
+                let mut ring = out_ring
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (seq, part) in parts {
+                    if let Some(seq) = seq {
+                        ring.push(seq, part);
+                    }
+                }
                 let _ = out.send(frame);
+                drop(ring);
                 last_send = tokio::time::Instant::now();
             }
         });
-        Self { tx }
+        Self { tx, ring }
     }
 }
 
-/// Encode events in order, keeping only the newest tally of each poll.
-fn encode_batch(batch: &[Event]) -> Bytes {
+/// Encode events in order, keeping only the newest tally of each poll; each
+/// part with its seq if it is a tap.
+fn encode_batch(batch: &[Event]) -> Vec<(Option<u64>, Bytes)> {
     // Walk backwards so the newest tally of a poll is the one kept.
     let mut seen_polls: Vec<&str> = Vec::new();
     let mut keep: Vec<&Event> = Vec::with_capacity(batch.len());
@@ -472,11 +519,17 @@ fn encode_batch(batch: &[Event]) -> Bytes {
         }
         keep.push(e);
     }
-    let mut frame = Vec::new();
-    for e in keep.into_iter().rev() {
-        frame.extend_from_slice(&encode(e));
-    }
-    Bytes::from(frame)
+    keep.into_iter()
+        .rev()
+        .map(|e| {
+            let seq = match e {
+                Event::Tap(t) => Some(t.seq),
+                _ => None,
+            };
+            (seq, encode(e))
+        })
+        .filter(|(_, b)| !b.is_empty())
+        .collect()
 }
 
 /// Too slow to keep up: skip what was missed, send the whole state.
@@ -505,13 +558,22 @@ pub(crate) fn crowd(station: &StationHandle) -> bool {
     station.metrics().sse_clients.get() >= DIRECT_STREAMS
 }
 
-async fn events(State(s): State<AppState>) -> Response {
+/// The seq of this station's tap named by a `Last-Event-ID` ("station:seq").
+fn last_tap(headers: &HeaderMap, station: &str) -> Option<u64> {
+    let id = headers.get("last-event-id")?.to_str().ok()?;
+    let (from, seq) = id.trim().rsplit_once(':')?;
+    (from == station).then(|| seq.parse().ok()).flatten()
+}
+
+async fn events(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let crowd = s.station.metrics().sse_clients.inc() >= DIRECT_STREAMS;
     let open = OpenStream(s.station.clone());
-    // Subscribe before taking the snapshot, so nothing falls between them.
-    let live = if crowd {
-        let rx = s.hub.tx.subscribe();
-        futures_util::stream::unfold((rx, open), |(mut rx, open)| async move {
+    let last = last_tap(&headers, &s.station.snapshot().station);
+    // Subscribe before taking the snapshot, so nothing falls between them;
+    // the missed taps (if any) are taken in the same step.
+    let (live, replay) = if crowd {
+        let (rx, replay) = s.hub.subscribe_after(last);
+        let live = futures_util::stream::unfold((rx, open), |(mut rx, open)| async move {
             let frame = match rx.recv().await {
                 Ok(b) => b,
                 Err(RecvError::Lagged(n)) => lagged(&open, n),
@@ -519,10 +581,18 @@ async fn events(State(s): State<AppState>) -> Response {
             };
             Some((Ok::<_, Infallible>(frame), (rx, open)))
         })
-        .boxed()
+        .boxed();
+        (live, replay)
     } else {
-        let rx = s.station.subscribe();
-        futures_util::stream::unfold((rx, open), |(mut rx, open)| async move {
+        let (rx, replay, _) = s.station.subscribe_after(last);
+        let replay = replay.map(|taps| {
+            taps.into_iter()
+                .map(|t| encode(&Event::Tap(t)))
+                .collect::<Vec<_>>()
+                .concat()
+                .into()
+        });
+        let live = futures_util::stream::unfold((rx, open), |(mut rx, open)| async move {
             let frame = loop {
                 match rx.recv().await {
                     // Skip events that are not for public streams (names).
@@ -536,9 +606,16 @@ async fn events(State(s): State<AppState>) -> Response {
             };
             Some((Ok::<_, Infallible>(frame), (rx, open)))
         })
-        .boxed()
+        .boxed();
+        (live, replay)
     };
-    let first = resync_frames(&s.station.snapshot());
+    if let Some(id) = headers.get("last-event-id") {
+        tracing::debug!(last_event_id = ?id, replayed = replay.is_some(), "event stream resumed");
+    }
+    // The missed taps (when they are all still kept), then the whole state.
+    let mut first: Vec<u8> = replay.map(|b: Bytes| b.to_vec()).unwrap_or_default();
+    first.extend_from_slice(&resync_frames(&s.station.snapshot()));
+    let first = Bytes::from(first);
     let mut keepalive = tokio::time::interval(Duration::from_secs(15));
     keepalive.reset(); // the first tick after 15 s, not now
     let keepalive = tokio_stream::wrappers::IntervalStream::new(keepalive)
@@ -889,7 +966,11 @@ mod tests {
             tally("a", 3),
             tally("b", 2),
         ];
-        let text = String::from_utf8(encode_batch(&batch).to_vec()).unwrap();
+        let parts: Vec<u8> = encode_batch(&batch)
+            .into_iter()
+            .flat_map(|(_, b)| b.to_vec())
+            .collect();
+        let text = String::from_utf8(parts).unwrap();
         let totals: Vec<&str> = text.lines().filter(|l| l.starts_with("data:")).collect();
         assert_eq!(
             totals,

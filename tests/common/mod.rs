@@ -324,12 +324,19 @@ pub struct Sse {
 
 impl Sse {
     pub async fn connect(url: &str) -> Sse {
-        let resp = reqwest::Client::new()
+        Self::resume(url, None).await
+    }
+
+    /// Connect sending `Last-Event-ID` (when given), as a browser does when
+    /// it reconnects. An event's `id:` is in its value as `"_id"`.
+    pub async fn resume(url: &str, last_event_id: Option<&str>) -> Sse {
+        let mut req = reqwest::Client::new()
             .get(url)
-            .header("Accept", "text/event-stream")
-            .send()
-            .await
-            .unwrap();
+            .header("Accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 200);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -341,8 +348,11 @@ impl Sse {
                     let block: String = buf.drain(..i + 2).collect();
                     let mut name = String::from("message");
                     let mut data = String::new();
+                    let mut id = None;
                     for line in block.lines() {
-                        if let Some(n) = line.strip_prefix("event:") {
+                        if let Some(n) = line.strip_prefix("id:") {
+                            id = Some(n.trim().to_string());
+                        } else if let Some(n) = line.strip_prefix("event:") {
                             name = n.trim().to_string();
                         } else if let Some(d) = line.strip_prefix("data:") {
                             data.push_str(d.trim_start());
@@ -351,7 +361,10 @@ impl Sse {
                     if data.is_empty() {
                         continue; // keep-alive comment
                     }
-                    let v = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                    let mut v = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                    if let (Some(id), Some(o)) = (id, v.as_object_mut()) {
+                        o.insert("_id".into(), Value::String(id));
+                    }
                     if tx.send((name, v)).is_err() {
                         return;
                     }
@@ -362,6 +375,17 @@ impl Sse {
             rx,
             backlog: std::collections::VecDeque::new(),
         }
+    }
+
+    /// The next event, whatever its name (from the backlog first).
+    pub async fn next(&mut self) -> (String, Value) {
+        if let Some(e) = self.backlog.pop_front() {
+            return e;
+        }
+        tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no event within {WAIT:?}"))
+            .expect("event stream ended")
     }
 
     /// The next event named `name` (from the backlog first), or panic after WAIT.

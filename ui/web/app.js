@@ -1,6 +1,7 @@
 // Live results: draws polls from the JSON API, then follows /api/v1/events.
-// EventSource reconnects by itself; after each (re)connect the server sends
-// a fresh status + tallies burst, so the page resyncs without reloading.
+// EventSource reconnects by itself (sending Last-Event-ID: the server first
+// replays the taps missed); after each (re)connect the server sends a fresh
+// status + tallies burst, so the page resyncs without reloading.
 "use strict";
 const params = new URLSearchParams(location.search);
 const kiosk = params.get("kiosk") === "1";
