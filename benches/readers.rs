@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
 use pollstation::reader::{em4100, pn532, sm130, text};
 use tokio::io::AsyncWriteExt;
 use tokio_serial::SerialPort;
@@ -158,32 +157,15 @@ async fn pty_latency(readers: usize, rate: u32, seconds: u32) {
 
     // SSE side: arrival times per reader, in order.
     let arrivals: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
-    let resp = reqwest::get(format!("{base}/api/v1/events")).await.unwrap();
     let arr = arrivals.clone();
-    tokio::spawn(async move {
-        let mut stream = resp.bytes_stream();
-        let mut buf = String::new();
-        while let Some(Ok(chunk)) = stream.next().await {
-            let now = Instant::now();
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(i) = buf.find("\n\n") {
-                let block: String = buf.drain(..i + 2).collect();
-                if !block.starts_with("event: tap") {
-                    continue;
-                }
-                let data = block
-                    .lines()
-                    .find_map(|l| l.strip_prefix("data: "))
-                    .unwrap();
-                let v: serde_json::Value = serde_json::from_str(data).unwrap();
-                arr.lock()
-                    .unwrap()
-                    .entry(v["reader"].as_str().unwrap().to_string())
-                    .or_default()
-                    .push(now);
-            }
-        }
-    });
+    common::follow_taps(&base, move |v, now| {
+        arr.lock()
+            .unwrap()
+            .entry(v["reader"].as_str().unwrap().to_string())
+            .or_default()
+            .push(now);
+    })
+    .await;
 
     let n = rate * seconds;
     let mut sent: HashMap<String, Vec<Instant>> = HashMap::new();

@@ -15,7 +15,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use pollstation::config::Config;
 use pollstation::poll::{TagUid, Tap};
 use pollstation::service;
@@ -137,31 +136,14 @@ async fn latency(rate: u32, seconds: u32) {
     // The SSE side notes when each seq arrived; the POST side notes when the
     // request for each seq was sent; the two are joined at the end.
     let arrived: Arc<std::sync::Mutex<HashMap<u64, Instant>>> = Arc::default();
-    let resp = reqwest::get(format!("{base}/api/v1/events")).await.unwrap();
     let arrived_sse = arrived.clone();
-    tokio::spawn(async move {
-        let mut stream = resp.bytes_stream();
-        let mut buf = String::new();
-        while let Some(Ok(chunk)) = stream.next().await {
-            let now = Instant::now();
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(i) = buf.find("\n\n") {
-                let block: String = buf.drain(..i + 2).collect();
-                if !block.starts_with("event: tap") {
-                    continue;
-                }
-                let data = block
-                    .lines()
-                    .find_map(|l| l.strip_prefix("data: "))
-                    .unwrap();
-                let v: serde_json::Value = serde_json::from_str(data).unwrap();
-                arrived_sse
-                    .lock()
-                    .unwrap()
-                    .insert(v["seq"].as_u64().unwrap(), now);
-            }
-        }
-    });
+    common::follow_taps(&base, move |v, now| {
+        arrived_sse
+            .lock()
+            .unwrap()
+            .insert(v["seq"].as_u64().unwrap(), now);
+    })
+    .await;
 
     let client = reqwest::Client::new();
     let n = rate * seconds;

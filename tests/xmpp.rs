@@ -276,18 +276,15 @@ async fn starttls_verifies_the_server_certificate() {
 }
 
 /// Listening: a second station subscribed to the first one's node shows
-/// its results as remote results.
+/// its results as remote results; started first, it subscribes once the
+/// node exists.
 #[tokio::test]
 async fn a_subscribed_station_shows_remote_results() {
     let dir = tempfile::tempdir().unwrap();
     let prosody = Prosody::start(dir.path());
-    let a = station(&dir.path().join("a"), &prosody, "");
-    xmpp_until(&a, "online", |x| x["state"] == "online").await;
-    let (code, _) = a.tap("all-a", "urn:rfid:04A1B2C3").await;
-    assert_eq!(code, 201);
-    xmpp_until(&a, "published", |x| x["published"] == 1).await;
 
-    // Station "b" (another id, the watcher account) listens to vote/all.
+    // Station "b" (another id, the watcher account) listens to vote/all,
+    // which does not exist until station "a" publishes its first vote.
     let bdir = dir.path().join("b");
     let data = bdir.join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -306,7 +303,27 @@ async fn a_subscribed_station_shows_remote_results() {
     )
     .replace("id = \"test\"", "id = \"other\"");
     let b = Station::start(&data, &cfg);
-    xmpp_until(&b, "online", |x| x["state"] == "online").await;
+    let x = xmpp_until(&b, "online", |x| x["state"] == "online").await;
+    assert!(
+        x["detail"]
+            .as_str()
+            .unwrap()
+            .contains("listening to 0 of 1 nodes"),
+        "{x}"
+    );
+    let a = station(&dir.path().join("a"), &prosody, "");
+    xmpp_until(&a, "online", |x| x["state"] == "online").await;
+    let (code, _) = a.tap("all-a", "urn:rfid:04A1B2C3").await;
+    assert_eq!(code, 201);
+    xmpp_until(&a, "published", |x| x["published"] == 1).await;
+    // The node exists now: b's next try succeeds.
+    xmpp_until(&b, "listening", |x| {
+        x["detail"]
+            .as_str()
+            .unwrap()
+            .contains("listening to 1 of 1 nodes")
+    })
+    .await;
     let (code, _) = a.tap("all-a", "urn:rfid:04A1B2C4").await;
     assert_eq!(code, 201);
     let remote = b

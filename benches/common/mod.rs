@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 /// Start `cmd` (a `pollstation run …`), read its output until `ready` says
 /// so, and return the child and its `http://ADDR`. The rest of the output is
 /// drained on a thread.
+#[allow(dead_code)]
 pub fn start_station(mut cmd: Command, ready: impl Fn(&str) -> bool) -> (Child, String) {
     let mut child = cmd
         .env("NO_COLOR", "1")
@@ -28,7 +29,39 @@ pub fn start_station(mut cmd: Command, ready: impl Fn(&str) -> bool) -> (Child, 
 }
 
 /// Stop the station (SIGTERM) and reap it.
+#[allow(dead_code)]
 pub fn stop_station(mut child: Child) {
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
+}
+
+/// Follow `{base}/api/v1/events` and call `on_tap` with each `tap` event's
+/// data and the moment its chunk arrived.
+#[allow(dead_code)] // not every bench that shares this module follows taps
+pub async fn follow_taps(
+    base: &str,
+    mut on_tap: impl FnMut(serde_json::Value, std::time::Instant) + Send + 'static,
+) {
+    use futures_util::StreamExt;
+    let resp = reqwest::get(format!("{base}/api/v1/events")).await.unwrap();
+    tokio::spawn(async move {
+        let mut stream = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            let now = std::time::Instant::now();
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(i) = buf.find("\n\n") {
+                let block: String = buf.drain(..i + 2).collect();
+                // A tap's frame: "id: …", "event: tap", "data: …".
+                if !block.lines().any(|l| l == "event: tap") {
+                    continue;
+                }
+                let data = block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap();
+                on_tap(serde_json::from_str(data).unwrap(), now);
+            }
+        }
+    });
 }

@@ -54,6 +54,9 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Giving up on one login attempt.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A refused subscription (the other station has not published yet, so its
+/// node does not exist) is tried again after this, doubling up to 60 s.
+const RESUBSCRIBE_FIRST: Duration = Duration::from_secs(2);
 
 /// The password: `password_file`, else the systemd credential.
 fn password(cfg: &XmppConfig) -> Result<String, String> {
@@ -227,6 +230,40 @@ fn node_uri(service: &str, node: &str) -> String {
     format!("xmpp:{service}?;node={node}")
 }
 
+/// Subscribe this session to a node: Ok(false) when the service refuses
+/// (typically: the node does not exist yet); Err when the connection fails.
+async fn subscribe(
+    sender: &tokio_xmpp::ClientSender,
+    bound: &Jid,
+    (svc, node): &(String, String),
+) -> Result<bool, String> {
+    let Ok(to) = svc.parse::<Jid>() else {
+        return Ok(false);
+    };
+    let req = PubSub::Subscribe {
+        // The full JID: notifications reach this session without our
+        // sending presence; each session subscribes again.
+        subscribe: Some(pubsub::pubsub::Subscribe {
+            jid: bound.clone(),
+            node: Some(NodeName(node.clone())),
+        }),
+        options: None,
+    };
+    let token = sender.send_iq(Some(to), IqRequest::Set(req.into())).await;
+    match tokio::time::timeout(IQ_TIMEOUT, token).await {
+        Ok(Ok(IqResponse::Result(_))) => {
+            tracing::info!(node = %node_uri(svc, node), "xmpp: subscribed");
+            Ok(true)
+        }
+        Ok(Ok(IqResponse::Error(e))) => {
+            tracing::info!(node = %node_uri(svc, node), condition = ?e.defined_condition, "xmpp: subscription refused; trying again later");
+            Ok(false)
+        }
+        Ok(Err(e)) => Err(format!("subscribe failed: {e:?}")),
+        Err(_) => Err("the server did not answer a subscribe".into()),
+    }
+}
+
 async fn session(
     client: Client,
     cfg: &XmppConfig,
@@ -261,37 +298,27 @@ async fn session(
         Ok(j) => j,
         Err(e) => return Ended::Failed(format!("pubsub service {:?}: {e}", cfg.pubsub)),
     };
-    reporter
-        .set(
-            "online",
-            format!("logged in as {bound}, publishing to {service}"),
-        )
-        .await;
-
-    // Listen to the configured nodes.
-    for (svc, node) in &cfg.subscribe {
-        let Ok(to) = svc.parse::<Jid>() else { continue };
-        let req = PubSub::Subscribe {
-            // The full JID: notifications reach this session without our
-            // sending presence; each session subscribes again.
-            subscribe: Some(pubsub::pubsub::Subscribe {
-                jid: bound.clone(),
-                node: Some(NodeName(node.clone())),
-            }),
-            options: None,
-        };
-        let token = sender.send_iq(Some(to), IqRequest::Set(req.into())).await;
-        match tokio::time::timeout(IQ_TIMEOUT, token).await {
-            Ok(Ok(IqResponse::Result(_))) => {
-                tracing::info!(node = %node_uri(svc, node), "xmpp: subscribed")
-            }
-            Ok(Ok(IqResponse::Error(e))) => {
-                tracing::warn!(node = %node_uri(svc, node), condition = ?e.defined_condition, "xmpp: subscription refused");
-            }
-            Ok(Err(e)) => return Ended::Failed(format!("subscribe failed: {e:?}")),
-            Err(_) => return Ended::Failed("the server did not answer a subscribe".into()),
+    // Listen to the configured nodes; the refused ones are tried again.
+    let mut unsubscribed: Vec<&(String, String)> = Vec::new();
+    for sub in &cfg.subscribe {
+        match subscribe(&sender, &bound, sub).await {
+            Ok(true) => {}
+            Ok(false) => unsubscribed.push(sub),
+            Err(e) => return Ended::Failed(e),
         }
     }
+    let online = |unsubscribed: usize| {
+        let mut s = format!("logged in as {bound}, publishing to {service}");
+        if !cfg.subscribe.is_empty() {
+            let n = cfg.subscribe.len();
+            s.push_str(&format!("; listening to {} of {n} nodes", n - unsubscribed));
+        }
+        s
+    };
+    reporter.set("online", online(unsubscribed.len())).await;
+    let mut resubscribe_every = RESUBSCRIBE_FIRST;
+    let mut resubscribe =
+        tokio::time::interval_at(Instant::now() + resubscribe_every, resubscribe_every);
 
     let mut watch = station.watch();
     let mut inflight: FuturesOrdered<Publishing> = FuturesOrdered::new();
@@ -408,6 +435,22 @@ async fn session(
                 }
                 Some(Event::Stanza(_)) => {}
             },
+            _ = resubscribe.tick(), if !unsubscribed.is_empty() => {
+                let mut still = Vec::new();
+                for sub in unsubscribed {
+                    match subscribe(&sender, &bound, sub).await {
+                        Ok(true) => {}
+                        Ok(false) => still.push(sub),
+                        Err(e) => return Ended::Failed(e),
+                    }
+                }
+                if still.len() < cfg.subscribe.len() {
+                    reporter.set("online", online(still.len())).await;
+                }
+                unsubscribed = still;
+                resubscribe_every = (resubscribe_every * 2).min(MAX_BACKOFF);
+                resubscribe = tokio::time::interval_at(Instant::now() + resubscribe_every, resubscribe_every);
+            }
             _ = ping.tick() => {
                 let token = sender
                     .send_iq(Some(Jid::from(bound.domain().to_owned())), IqRequest::Get(Ping.into()))
