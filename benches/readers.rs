@@ -169,6 +169,7 @@ async fn pty_latency(readers: usize, rate: u32, seconds: u32) {
 
     let n = rate * seconds;
     let mut sent: HashMap<String, Vec<Instant>> = HashMap::new();
+    let steal0 = common::steal_ms();
     let mut interval = tokio::time::interval(Duration::from_secs(1) / rate);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for i in 0..n {
@@ -211,6 +212,10 @@ async fn pty_latency(readers: usize, rate: u32, seconds: u32) {
         p(0.9),
         p(0.99),
         p(1.0)
+    );
+    println!(
+        "CPU steal by the host during that run: {} ms",
+        common::steal_ms() - steal0
     );
     common::stop_station(child);
     drop(slaves);

@@ -157,6 +157,7 @@ async fn latency(rate: u32, seconds: u32) {
             .await
             .unwrap();
     }
+    let steal0 = common::steal_ms();
     let mut interval = tokio::time::interval(Duration::from_secs(1) / rate);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut posts = Vec::new();
@@ -214,6 +215,10 @@ async fn latency(rate: u32, seconds: u32) {
         .text()
         .await
         .unwrap();
+    println!(
+        "CPU steal by the host during that run: {} ms",
+        common::steal_ms() - steal0
+    );
     println!(
         "store commit times in that run: {}",
         commit_quantiles(&metrics)

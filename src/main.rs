@@ -457,6 +457,13 @@ fn run(
     no_screen: bool,
     extras: service::Extras,
 ) -> anyhow::Result<()> {
+    #[cfg(feature = "gtk")]
+    if !no_screen && let Some(r) = pollstation::screen::choose_renderer() {
+        tracing::info!(
+            renderer = r,
+            "no GPU render node: the screen draws with GTK's {r} renderer (GSK_RENDERER overrides)"
+        );
+    }
     let rt = tokio::runtime::Runtime::new()?;
     let shutdown = CancellationToken::new();
     // Start everything on tokio before the screen (if any) takes the main thread.

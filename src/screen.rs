@@ -38,6 +38,32 @@ pub struct ScreenOptions {
     pub fullscreen: bool,
 }
 
+/// Without a GPU (no DRM render node), GTK's GL renderer runs on Mesa's
+/// software rasterizer, whose threads redraw the whole window each frame
+/// and take CPU from the intake (measured: tap p99 +111% under Xvfb). The
+/// cairo renderer redraws only what changed (measured: within noise of
+/// headless; see BENCHMARKS.md). So without one, use cairo, unless
+/// `GSK_RENDERER` says otherwise. Returns the renderer chosen, if any.
+///
+/// Call before any other thread starts: it sets an environment variable.
+#[must_use]
+pub fn choose_renderer() -> Option<&'static str> {
+    if std::env::var_os("GSK_RENDERER").is_some() {
+        return None;
+    }
+    let gpu = std::fs::read_dir("/dev/dri").is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("renderD"))
+    });
+    if gpu {
+        return None;
+    }
+    // SAFETY: called from main before the runtime or any other thread
+    // exists, so nothing reads the environment concurrently.
+    unsafe { std::env::set_var("GSK_RENDERER", "cairo") };
+    Some("cairo")
+}
+
 /// Whether a display is there to open a window on.
 #[must_use]
 pub fn display_present() -> bool {

@@ -65,3 +65,17 @@ pub async fn follow_taps(
         }
     });
 }
+
+/// CPU time this VM's vCPUs were ready but the host ran something else
+/// ("steal", /proc/stat), in ms. A latency tail that comes with steal is the
+/// host's, not the station's.
+#[allow(dead_code)]
+pub fn steal_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(8)?.parse().ok())
+        .unwrap_or(0);
+    ticks * 10 // USER_HZ = 100
+}
