@@ -105,7 +105,9 @@ fn main() {
     let readers = readers_rt.handle().clone();
     rt.block_on(async {
         let client = reqwest::Client::new();
+        let m0 = common::metrics(&base).await;
         let idle = tap_latencies(&client, &base, &token, 0, 500).await;
+        let m1 = common::metrics(&base).await;
         let rss0 = rss_kib(pid);
 
         // Open the streams; each reports when it has its initial burst, then
@@ -203,7 +205,21 @@ fn main() {
             pct(&fanout, 0.99),
             pct(&fanout, 1.0)
         );
+        let m2 = common::metrics(&base).await;
         let loaded = tap_latencies(&client, &base, &token, 1000, 500).await;
+        let m3 = common::metrics(&base).await;
+        let name = "pollstation_tap_seconds";
+        println!(
+            "sse_load: the Station's own part (tap in → durable answer, from /metrics): idle {}; with {streams} streams {}",
+            common::quantiles(&m0, &m1, name),
+            common::quantiles(&m2, &m3, name)
+        );
+        let name = "pollstation_store_commit_seconds";
+        println!(
+            "sse_load: the store's commits in the same phases: idle {}; with {streams} streams {}",
+            common::quantiles(&m0, &m1, name),
+            common::quantiles(&m2, &m3, name)
+        );
         println!(
             "sse_load: POST /api/v1/taps latency (500 taps at ≤200/s): idle p50 {:.2} ms p99 {:.2} ms; with {streams} streams p50 {:.2} ms p99 {:.2} ms",
             pct(&idle, 0.5),

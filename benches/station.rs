@@ -209,46 +209,16 @@ async fn latency(rate: u32, seconds: u32) {
         ms(*lat.last().unwrap())
     );
     // How much of that is the disk: the store's commit times (fsync included).
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&base).await;
     println!(
         "CPU steal by the host during that run: {} ms",
         common::steal_ms() - steal0
     );
     println!(
         "store commit times in that run: {}",
-        commit_quantiles(&metrics)
+        common::quantiles("", &metrics, "pollstation_store_commit_seconds")
     );
     common::stop_station(child);
-}
-
-/// p50/p99 of `pollstation_store_commit_seconds`, as upper bucket bounds.
-fn commit_quantiles(metrics: &str) -> String {
-    let buckets: Vec<(f64, f64)> = metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("pollstation_store_commit_seconds_bucket{le=\""))
-        .filter_map(|l| {
-            let (le, n) = l.split_once("\"} ")?;
-            Some((le.parse().ok()?, n.trim().parse().ok()?))
-        })
-        .collect();
-    let total = buckets.last().map_or(0.0, |b| b.1);
-    let q = |p: f64| {
-        buckets
-            .iter()
-            .find(|(_, n)| *n >= total * p)
-            .map_or(f64::NAN, |b| b.0 * 1000.0)
-    };
-    format!(
-        "{total} commits, p50 ≤ {:.2} ms, p90 ≤ {:.2} ms, p99 ≤ {:.2} ms",
-        q(0.5),
-        q(0.9),
-        q(0.99)
-    )
 }
 
 /// Append `count` taps (seq `first`..) straight to the log, as a station

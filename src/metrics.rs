@@ -38,6 +38,7 @@ pub struct Metrics {
     registry: Registry,
     pub taps: Family<TapLabels, Counter>,
     pub commit_seconds: Histogram,
+    pub tap_seconds: Histogram,
     pub batch_size: Histogram,
     pub sse_clients: Gauge,
     readers_connected: Gauge,
@@ -74,6 +75,12 @@ impl Metrics {
             "store_commit_seconds",
             "Time to commit one batch to the log (including fsync)",
             commit_seconds.clone(),
+        );
+        let tap_seconds = Histogram::new(exponential_buckets(0.000_1, 1.5, 22));
+        registry.register(
+            "tap_seconds",
+            "Time from a tap reaching the Station to its durable answer (queue, commit, reply)",
+            tap_seconds.clone(),
         );
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 13));
         registry.register(
@@ -156,6 +163,7 @@ impl Metrics {
             registry,
             taps,
             commit_seconds,
+            tap_seconds,
             batch_size,
             sse_clients,
             readers_connected,

@@ -4,7 +4,8 @@
 //! the readers. The first bytes of its first request decide where it is
 //! served: once a crowd of event streams is open (see
 //! [`web::DIRECT_STREAMS`](crate::web)), a new `GET /api/v1/events` goes to
-//! the *fan-out* runtime, whose threads run at a lower CPU priority. Ten
+//! the *fan-out* runtime, whose threads run only when the intake's do not
+//! want the CPU (`SCHED_IDLE`). Ten
 //! thousand browsers watching the results then cost the fan-out threads, and
 //! a tap arriving meanwhile does not queue behind their writes.
 //!
@@ -37,8 +38,8 @@ const EVENTS_REQUEST: &[u8] = b"GET /api/v1/events";
 pub struct Fanout(Option<Runtime>);
 
 impl Fanout {
-    /// Start the runtime's two worker threads at a lower priority
-    /// ([`crate::priority::FANOUT_NICE`]).
+    /// Start the runtime's two worker threads at the lowest priority
+    /// ([`crate::priority::idle_this_thread`]).
     ///
     /// # Errors
     /// When the threads cannot be started.
@@ -46,7 +47,7 @@ impl Fanout {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("fanout")
-            .on_thread_start(|| crate::priority::lower_this_thread(crate::priority::FANOUT_NICE))
+            .on_thread_start(crate::priority::idle_this_thread)
             .enable_all()
             .build()?;
         Ok(Self(Some(rt)))

@@ -44,7 +44,7 @@ pub async fn start_with(
     extras: Extras,
 ) -> anyhow::Result<Running> {
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-    let started = station::start(config, shutdown.clone(), metrics).with_context(|| {
+    let started = station::start(config, shutdown.clone(), metrics.clone()).with_context(|| {
         format!(
             "cannot open the log in {}",
             config.station.data_dir.display()
@@ -96,6 +96,7 @@ pub async fn start_with(
             config.readers.clone(),
             started.reader_ctl,
             station.sender(),
+            metrics.clone(),
             devices,
             shutdown.clone(),
         )),

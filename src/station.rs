@@ -460,6 +460,7 @@ impl StationHandle {
 
     /// Send a tap and wait until it is durable (or refused).
     pub async fn tap(&self, reader: &str, tag: TagUid) -> Result<TapOutcome, TapError> {
+        let since = Instant::now();
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Tap {
@@ -469,7 +470,11 @@ impl StationHandle {
             })
             .await
             .map_err(|_| TapError::ShuttingDown)?;
-        rx.await.map_err(|_| TapError::ShuttingDown)?
+        let answer = rx.await.map_err(|_| TapError::ShuttingDown)?;
+        self.metrics
+            .tap_seconds
+            .observe(since.elapsed().as_secs_f64());
+        answer
     }
 
     /// Apply an operator action and wait until it is durable.

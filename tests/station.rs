@@ -363,6 +363,7 @@ async fn metrics_and_the_operator_endpoints() {
         "pollstation_store_writable 1",
         "pollstation_log_taps 3",
         "pollstation_store_commit_seconds_count",
+        "pollstation_tap_seconds_count 3",
         "pollstation_store_batch_size_bucket",
     ] {
         assert!(text.contains(want), "{want} missing from\n{text}");
@@ -498,5 +499,39 @@ async fn a_resumed_stream_gets_exactly_the_taps_it_missed() {
     replayed(&mut back, &missed).await;
     let now = tap(10).await;
     assert_eq!(back.next_named("tap").await["seq"], now);
+    assert!(st.terminate().success());
+}
+
+/// The event-stream crowd's threads run under SCHED_IDLE; the intake's
+/// threads (tokio workers, the store) keep the normal policy.
+#[tokio::test]
+async fn fanout_threads_yield_to_the_intake() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Station::start(dir.path(), &config(dir.path(), ""));
+    let mut policies: Vec<(String, u32)> = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", st.pid())).unwrap() {
+        let path = task.unwrap().path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap();
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+        // Fields after the ")" that closes the name; policy is field 41.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy: u32 = after
+            .split_whitespace()
+            .nth(41 - 3)
+            .unwrap()
+            .parse()
+            .unwrap();
+        policies.push((comm.trim().to_string(), policy));
+    }
+    const SCHED_IDLE: u32 = 5;
+    let fanout: Vec<_> = policies.iter().filter(|(c, _)| c == "fanout").collect();
+    assert_eq!(fanout.len(), 2, "{policies:?}");
+    assert!(fanout.iter().all(|(_, p)| *p == SCHED_IDLE), "{policies:?}");
+    let workers: Vec<_> = policies
+        .iter()
+        .filter(|(c, _)| c.starts_with("tokio-rt") || c == "store")
+        .collect();
+    assert!(!workers.is_empty(), "{policies:?}");
+    assert!(workers.iter().all(|(_, p)| *p == 0), "{policies:?}");
     assert!(st.terminate().success());
 }

@@ -79,3 +79,51 @@ pub fn steal_ms() -> u64 {
         .unwrap_or(0);
     ticks * 10 // USER_HZ = 100
 }
+
+/// p50/p90/p99 of a Prometheus histogram over what happened between two
+/// scrapes of `/metrics` (`before` may be empty), as bucket upper bounds.
+#[allow(dead_code)]
+pub fn quantiles(before: &str, after: &str, name: &str) -> String {
+    let buckets = |text: &str| -> Vec<(f64, f64)> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .filter_map(|l| {
+                let (le, n) = l.split_once("\"} ")?;
+                Some((le.parse().ok()?, n.trim().parse().ok()?))
+            })
+            .collect()
+    };
+    let (b0, b1) = (buckets(before), buckets(after));
+    let delta: Vec<(f64, f64)> = b1
+        .iter()
+        .map(|&(le, n)| {
+            let was = b0.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
+            (le, n - was)
+        })
+        .collect();
+    let total = delta.last().map_or(0.0, |b| b.1);
+    let q = |p: f64| {
+        delta
+            .iter()
+            .find(|(_, n)| *n >= total * p)
+            .map_or(f64::NAN, |b| b.0 * 1000.0)
+    };
+    format!(
+        "{total} samples, p50 ≤ {:.2} ms, p90 ≤ {:.2} ms, p99 ≤ {:.2} ms",
+        q(0.5),
+        q(0.9),
+        q(0.99)
+    )
+}
+
+/// The text of `{base}/metrics`.
+#[allow(dead_code)]
+pub async fn metrics(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

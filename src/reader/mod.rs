@@ -26,6 +26,7 @@ mod testutil;
 pub mod text;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Protocol, ReaderConfig, UidOrder};
 use crate::hotplug::{Devices, Presence as DevicePresence};
+use crate::metrics::Metrics;
 use crate::poll::{TagError, TagUid};
 use crate::station::{Command, ReaderCtl, ReaderReport, ReaderStatus};
 
@@ -80,6 +82,7 @@ pub async fn supervise(
     readers: Vec<ReaderConfig>,
     mut ctl: mpsc::UnboundedReceiver<ReaderCtl>,
     station: mpsc::Sender<Command>,
+    metrics: Arc<Metrics>,
     devices: Devices,
     shutdown: CancellationToken,
 ) {
@@ -93,7 +96,7 @@ pub async fn supervise(
         if let Some(old) = running.insert(r.id.clone(), stop.clone()) {
             old.cancel();
         }
-        tasks.spawn(run(r, station.clone(), presence, stop));
+        tasks.spawn(run(r, station.clone(), metrics.clone(), presence, stop));
     };
     for r in readers {
         start(&mut tasks, &mut running, r);
@@ -125,6 +128,8 @@ struct Ctx {
     cfg: ReaderConfig,
     /// Reader → Station: taps and status reports.
     station: mpsc::Sender<Command>,
+    /// Where the time each tap took goes (`tap_seconds`).
+    metrics: Arc<Metrics>,
     /// Tap-reply tasks → driver: feedback to give.
     feedback_tx: mpsc::Sender<Feedback>,
     presence: Presence,
@@ -211,6 +216,7 @@ impl Ctx {
                 return;
             }
         };
+        let since = Instant::now();
         let (reply, rx) = oneshot::channel();
         let sent = self
             .station
@@ -225,8 +231,11 @@ impl Ctx {
         }
         let feedback = self.feedback_tx.clone();
         let reader = self.cfg.id.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            let fb = match rx.await {
+            let answer = rx.await;
+            metrics.tap_seconds.observe(since.elapsed().as_secs_f64());
+            let fb = match answer {
                 Ok(Ok(o)) if o.counted => Feedback::Counted,
                 Ok(Ok(_)) => Feedback::NotCounted,
                 Ok(Err(e)) => {
@@ -301,6 +310,7 @@ async fn wait_to_retry(
 pub async fn run(
     cfg: ReaderConfig,
     station: mpsc::Sender<Command>,
+    metrics: Arc<Metrics>,
     mut presence: watch::Receiver<DevicePresence>,
     shutdown: CancellationToken,
 ) {
@@ -310,6 +320,7 @@ pub async fn run(
         protocol: cfg.protocol,
         cfg,
         station,
+        metrics,
         feedback_tx,
         frames_ok: 0,
         frames_bad: 0,
