@@ -375,6 +375,13 @@ impl<T: Clone> TapRing<T> {
         }
     }
 
+    /// The highest seq seen (`u64::MAX` after [`Self::break_off`], until
+    /// the next push).
+    #[must_use]
+    pub fn through(&self) -> u64 {
+        self.through
+    }
+
     /// Some taps were lost on the way here: nothing before the next one can
     /// be replayed.
     pub fn break_off(&mut self) {

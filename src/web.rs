@@ -403,12 +403,24 @@ pub struct SseHub {
     /// The taps of the frames sent (each encoded alone), for replay; frames
     /// are sent under its lock.
     ring: Arc<std::sync::Mutex<TapRing<Bytes>>>,
+    /// The highest tap seq the hub has sent (it trails the Station by a
+    /// moment); `u64::MAX` after it lost some.
+    sent_through: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl SseHub {
     /// Subscribe to the frames and take the taps sent after `last`, in one
     /// step (see [`StationHandle::subscribe_after`]).
-    fn subscribe_after(&self, last: Option<u64>) -> (broadcast::Receiver<Bytes>, Option<Bytes>) {
+    async fn subscribe_after(
+        &self,
+        last: Option<u64>,
+    ) -> (broadcast::Receiver<Bytes>, Option<Bytes>) {
+        if let Some(l) = last {
+            // A client may have seen a tap (from a direct stream) that the
+            // hub has not sent yet: wait for the hub to catch up.
+            let mut sent = self.sent_through.subscribe();
+            let _ = tokio::time::timeout(Duration::from_secs(1), sent.wait_for(|t| *t >= l)).await;
+        }
         let ring = self
             .ring
             .lock()
@@ -434,6 +446,8 @@ impl SseHub {
         let (tx, _) = broadcast::channel(1024);
         let (mut events, _, through) = station.subscribe_after(None);
         let ring = Arc::new(std::sync::Mutex::new(TapRing::new(through)));
+        let sent_through = Arc::new(tokio::sync::watch::Sender::new(through));
+        let sent = sent_through.clone();
         let out = tx.clone();
         let out_ring = ring.clone();
         let station = station.clone();
@@ -451,11 +465,13 @@ impl SseHub {
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
                         ring.break_off();
+                        sent.send_replace(u64::MAX);
                         let _ = out.send(resync_frames(&station.snapshot()));
                         continue;
                     }
                     Err(RecvError::Closed) => return,
                 };
+                let mut lost = false;
                 if out.receiver_count() > BATCH_ABOVE {
                     let until = last_send + BATCH_WINDOW;
                     loop {
@@ -463,7 +479,10 @@ impl SseHub {
                             () = tokio::time::sleep_until(until) => break,
                             e = events.recv() => match e {
                                 Ok(e) => batch.push(e),
-                                Err(_) => break,
+                                Err(e) => {
+                                    lost = matches!(e, RecvError::Lagged(_));
+                                    break;
+                                }
                             },
                         }
                     }
@@ -473,7 +492,10 @@ impl SseHub {
                 while batch.len() < 4096 {
                     match events.try_recv() {
                         Ok(e) => batch.push(e),
-                        Err(_) => break,
+                        Err(e) => {
+                            lost |= matches!(e, broadcast::error::TryRecvError::Lagged(_));
+                            break;
+                        }
                     }
                 }
                 let parts = encode_batch(&batch);
@@ -496,11 +518,22 @@ impl SseHub {
                     }
                 }
                 let _ = out.send(frame);
+                if lost {
+                    // Events were skipped: no replay across the gap, and
+                    // every stream gets the whole state.
+                    ring.break_off();
+                    let _ = out.send(resync_frames(&station.snapshot()));
+                }
+                sent.send_replace(ring.through());
                 drop(ring);
                 last_send = tokio::time::Instant::now();
             }
         });
-        Self { tx, ring }
+        Self {
+            tx,
+            ring,
+            sent_through,
+        }
     }
 }
 
@@ -572,7 +605,7 @@ async fn events(State(s): State<AppState>, headers: HeaderMap) -> Response {
     // Subscribe before taking the snapshot, so nothing falls between them;
     // the missed taps (if any) are taken in the same step.
     let (live, replay) = if crowd {
-        let (rx, replay) = s.hub.subscribe_after(last);
+        let (rx, replay) = s.hub.subscribe_after(last).await;
         let live = futures_util::stream::unfold((rx, open), |(mut rx, open)| async move {
             let frame = match rx.recv().await {
                 Ok(b) => b,

@@ -250,6 +250,19 @@ async fn results_page_follows_taps_reconnects_and_the_operator_resets() {
         r##"document.querySelector("#taps tbody td.tag").textContent === "urn:rfid:11000004""##,
     )
     .await;
+    // Health: a reader that is not there is an ERROR, with what to do.
+    wait_until(
+        &c,
+        r##"[...document.querySelectorAll("#health tbody tr")].some(tr =>
+            tr.cells[1].textContent === "reader:all-a" && tr.cells[0].textContent === "ERROR"
+            && tr.cells[3].textContent.includes("plug the reader in"))"##,
+    )
+    .await;
+    wait_until(
+        &c,
+        r#"document.getElementById("health-level").textContent === "ERROR""#,
+    )
+    .await;
     std::fs::write(artifact("operator.png"), c.screenshot().await.unwrap()).unwrap();
     c.find(Locator::Css(
         r#"tr[data-poll="all"] button[data-action="reset"]"#,
