@@ -102,6 +102,8 @@ pub struct Station {
     pub data_dir: PathBuf,
     pub config_path: PathBuf,
     pub output: Arc<Mutex<Vec<String>>>,
+    /// Lines of output so far: changes with every line.
+    lines: tokio::sync::watch::Receiver<usize>,
     pub http: reqwest::Client,
 }
 
@@ -134,9 +136,12 @@ impl Station {
             .spawn()
             .expect("start pollstation");
         let output = Arc::new(Mutex::new(Vec::new()));
+        let (lines_tx, lines) = tokio::sync::watch::channel(0usize);
+        let lines_tx = Arc::new(lines_tx);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         let out = output.clone();
+        let count = lines_tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on http://") {
@@ -145,6 +150,7 @@ impl Station {
                     let _ = addr_tx.send(addr);
                 }
                 out.lock().unwrap().push(line);
+                count.send_modify(|n| *n += 1);
             }
         });
         let stderr = child.stderr.take().unwrap();
@@ -152,6 +158,7 @@ impl Station {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 out.lock().unwrap().push(format!("stderr: {line}"));
+                lines_tx.send_modify(|n| *n += 1);
             }
         });
         let addr = match addr_rx.recv_timeout(WAIT) {
@@ -175,8 +182,34 @@ impl Station {
             data_dir: data_dir.to_path_buf(),
             config_path: config_path.to_path_buf(),
             output,
+            lines,
             http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
         }
+    }
+
+    /// Until a line of the station's output contains `needle`, or panic
+    /// after WAIT; woken by each new line.
+    pub async fn output_until(&self, needle: &str) {
+        let mut lines = self.lines.clone();
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                lines.borrow_and_update();
+                if self.output().contains(needle) {
+                    return;
+                }
+                if lines.changed().await.is_err() {
+                    // Output ended: one last look.
+                    assert!(self.output().contains(needle), "output ended");
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "no {needle:?} in the output:\n{}",
+            self.output()
+        );
     }
 
     /// Until `/api/v1/station` satisfies `pred`; returns it. For state no

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio_xmpp::connect::DnsConfig;
@@ -69,7 +68,7 @@ impl Prosody {
 run_as_root = true
 pidfile = "{d}/prosody.pid"
 data_path = "{d}/data"
-log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{d}/prosody.log" }} }}
+log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{d}/prosody.log" }}, {{ levels = {{ min = "info" }}, to = "console" }} }}
 interfaces = {{ "127.0.0.1" }}
 local_interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {port} }}
@@ -112,23 +111,36 @@ Component "pubsub.localhost" "pubsub"
     /// Start (again) on the same port and data.
     pub fn restart(&mut self) {
         assert!(self.child.is_none());
-        let child = Command::new("prosody")
+        let mut child = Command::new("prosody")
             .args(["-F", "--config"])
             .arg(&self.config)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("prosody (apt install prosody)");
+        // Ready when it says it listens on our port (its log, on stdout);
+        // the rest of its output is drained so it never blocks on the pipe.
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let listening = format!("Activated service 'c2s' on [127.0.0.1]:{}", self.port);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains(&listening) {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
         self.child = Some(child);
-        let deadline = Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "prosody did not listen on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            ready.recv_timeout(WAIT).is_ok(),
+            "prosody did not listen on {} (see its log in {})",
+            self.port,
+            self.config.display()
+        );
     }
 
     /// Stop it hard (SIGKILL): clients see the connection drop.
