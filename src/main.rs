@@ -458,7 +458,10 @@ fn run(
     extras: service::Extras,
 ) -> anyhow::Result<()> {
     #[cfg(feature = "gtk")]
-    if !no_screen && let Some(r) = pollstation::screen::choose_renderer() {
+    if !no_screen
+        && pollstation::screen::display_present()
+        && let Some(r) = pollstation::screen::choose_renderer()
+    {
         tracing::info!(
             renderer = r,
             "no GPU render node: the screen draws with GTK's {r} renderer (GSK_RENDERER overrides)"
