@@ -378,6 +378,13 @@ async fn a_people_file_names_voters_and_is_checked() {
     let seq = quick_tap(&st, "first-b", "urn:rfid:04000003").await["seq"].clone();
     let tap = sse.until("tap", |t| t["seq"] == seq).await;
     assert_eq!(tap["name"], "Bob Bakker", "{tap}");
+    // It stays degraded while the file is broken (a lookup does not make
+    // it look good again), and is ok once the file is fixed.
+    quick_tap(&st, "all-a", "urn:rfid:0400000A").await;
+    let v = identity_until(&st, "answering the lookup", |i| i["pending"] == 0).await;
+    assert_eq!(v["state"], "degraded", "{v}");
+    std::fs::write(&people, "tag,name,person_id\n04000003,Bob Bakker,bob\n").unwrap();
+    identity_until(&st, "ok again", |i| i["state"] == "ok").await;
     let config = st.config_path.clone();
     assert!(st.terminate().success());
 

@@ -217,16 +217,16 @@ pub async fn run(
     });
     let mut people: HashMap<TagUid, Person> = HashMap::new();
     let mut people_mtime = None;
-    // Re-read the people file if it changed; returns the tags whose entry
-    // was added, changed or removed.
+    // Re-read the people file if it changed: `Ok(None)` when it did not,
+    // else the tags whose entry was added, changed or removed.
     let reload_people = |people: &mut HashMap<TagUid, Person>,
                          mtime: &mut Option<std::time::SystemTime>| {
         let Some(path) = &cfg.people else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let m = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         if m.is_some() && m == *mtime {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         *mtime = m;
         match load_people(path) {
@@ -239,7 +239,7 @@ pub async fn run(
                     .collect();
                 changed.extend(people.keys().filter(|t| !p.contains_key(*t)).cloned());
                 *people = p;
-                Ok(changed)
+                Ok(Some(changed))
             }
             // Keep what was loaded before; say what is wrong.
             Err(e) => Err(e),
@@ -287,42 +287,38 @@ pub async fn run(
     people_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
-        let people_changed = tokio::select! {
+        // Tags to resolve now: a lookup asked for, or changed in the file.
+        let mut tags = Vec::new();
+        tokio::select! {
             () = shutdown.cancelled() => return,
             t = lookups.recv() => match t {
-                Some(t) => {
-                    // A lookup also notices a changed file before the next check.
-                    let mut tags = vec![t];
-                    if let Ok(changed) = reload_people(&mut people, &mut people_mtime) {
-                        tags.extend(changed);
-                    }
-                    Ok(tags)
-                }
+                Some(t) => tags.push(t),
                 None => return,
             },
-            _ = people_check.tick(), if cfg.people.is_some() => {
-                reload_people(&mut people, &mut people_mtime)
-            }
+            _ = people_check.tick(), if cfg.people.is_some() => {}
             Some(()) = async {
                 match hup.as_mut() {
                     Some(h) => h.recv().await,
                     None => std::future::pending().await,
                 }
-            } => reload_people(&mut people, &mut people_mtime),
-        };
-        let tags = match people_changed {
-            Ok(tags) => tags,
+            } => {}
+        }
+        // Every wake-up (a lookup too) notices a changed file.
+        match reload_people(&mut people, &mut people_mtime) {
+            Ok(None) => {}
+            Ok(Some(changed)) => {
+                tags.extend(changed);
+                if std::mem::take(&mut people_broken) {
+                    status
+                        .set("ok", format!("people file, {} people", people.len()))
+                        .await;
+                }
+            }
             Err(e) => {
                 tracing::error!("identity: people file: {e} (the previous version stays in use)");
                 status.set("degraded", format!("people file: {e}")).await;
                 people_broken = true;
-                continue;
             }
-        };
-        if std::mem::take(&mut people_broken) {
-            status
-                .set("ok", format!("people file, {} people", people.len()))
-                .await;
         }
         for tag in tags {
             if let Some(p) = people.get(&tag) {
