@@ -35,6 +35,11 @@ const MAX_BATCH: usize = 4096;
 /// identities) wait at most this long for a tap commit to ride with.
 const RIDERS_IDLE: Duration = Duration::from_millis(10);
 
+/// Counters that change without a status change of their own (the XMPP
+/// outbox, identity lookups) are announced in a `status` event at most this
+/// often, so a watcher need not poll for them.
+const COUNTERS_EVERY: Duration = Duration::from_millis(250);
+
 /// Taps between two snapshots of the tally state: bounds the replay at start.
 const SNAPSHOT_EVERY: u64 = 50_000;
 
@@ -633,6 +638,10 @@ struct Station {
     outbox_through: u64,
     identities_pending: Vec<ResolvedIdentity>,
     riders_since: Option<Instant>,
+    /// The counters as last announced, when, and when they are due again.
+    counters_announced: Counters,
+    status_at: Instant,
+    counters_due: Option<Instant>,
     started_at: i64,
     state_tx: watch::Sender<Arc<Snapshot>>,
     events: broadcast::Sender<Event>,
@@ -641,6 +650,10 @@ struct Station {
 }
 
 type TapReply = oneshot::Sender<Result<TapOutcome, TapError>>;
+
+/// XMPP outbox, published; identity lookups pending, people known.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counters(u64, u64, u64, u64);
 
 /// What a snapshot saves: the tally state, and the tags whose lookup was
 /// still pending (a logged tap is its own lookup request; taps before the
@@ -942,6 +955,9 @@ pub fn start(
         outbox_through: 0,
         identities_pending: Vec::new(),
         riders_since: None,
+        counters_announced: Counters::default(),
+        status_at: Instant::now(),
+        counters_due: None,
         started_at: now_ms(),
         state_tx,
         events: events.clone(),
@@ -1074,6 +1090,17 @@ impl Station {
                     if self.unpublished {
                         self.publish_snapshot();
                     }
+                    self.counters_moved();
+                    continue;
+                }
+                () = async {
+                    match self.counters_due {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.counters_due = None;
+                    self.counters_moved();
                     continue;
                 }
             };
@@ -1088,6 +1115,7 @@ impl Station {
             if self.snapshot_due() {
                 self.snapshot().await;
             }
+            self.counters_moved();
         }
         // Stop intake, then finish what was already accepted into the queue.
         rx.close();
@@ -1539,7 +1567,17 @@ impl Station {
                 first_name: p.first.as_str().into(),
             }));
         }
-        self.people.insert(tag, (person, at));
+        let known_now = person.is_some();
+        let known_before = self
+            .people
+            .insert(tag, (person, at))
+            .is_some_and(|(p, _)| p.is_some());
+        // Kept as a count: it is read with every snapshot.
+        match (known_before, known_now) {
+            (false, true) => self.identity.known += 1,
+            (true, false) => self.identity.known -= 1,
+            _ => {}
+        }
         self.unpublished = true;
         changed
     }
@@ -1665,7 +1703,32 @@ impl Station {
 
     fn announce_status(&mut self) {
         let snap = self.publish_snapshot();
+        self.counters_announced = self.counters();
+        self.status_at = Instant::now();
         let _ = self.events.send(Event::Status(snap));
+    }
+
+    fn counters(&self) -> Counters {
+        Counters(
+            self.xmpp.outbox,
+            self.xmpp.published,
+            self.lookups_pending.len() as u64,
+            self.identity.known,
+        )
+    }
+
+    /// Announce the status if the counters moved, at most every
+    /// [`COUNTERS_EVERY`] (a timer catches the last change).
+    fn counters_moved(&mut self) {
+        if self.counters_due.is_some() || self.counters() == self.counters_announced {
+            return;
+        }
+        let next = self.status_at + COUNTERS_EVERY;
+        if Instant::now() >= next {
+            self.announce_status();
+        } else {
+            self.counters_due = Some(next);
+        }
     }
 
     async fn apply_action(
@@ -1940,7 +2003,6 @@ impl Station {
             remote: self.remote.clone(),
             identity: IdentityView {
                 pending: self.lookups_pending.len() as u64,
-                known: self.people.values().filter(|(p, _)| p.is_some()).count() as u64,
                 ..self.identity.clone()
             },
             hotplug: HotplugView {

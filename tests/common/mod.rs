@@ -212,22 +212,26 @@ impl Station {
         );
     }
 
-    /// Until `/api/v1/station` satisfies `pred`; returns it. For state no
-    /// event carries (the XMPP outbox and identity counters): the one place
-    /// the tests poll, every 20 ms, up to WAIT.
+    /// Until the station's state satisfies `pred`; returns it. Follows the
+    /// `status` events (the first comes on connect; counters without an
+    /// event of their own are announced at most every 250 ms), up to WAIT.
     pub async fn station_until(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let (_, s) = self.get("/api/v1/station").await;
-            if pred(&s) {
-                return s;
+        let mut sse = Sse::connect(&self.url("/api/v1/events")).await;
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                let (name, v) = sse.next().await;
+                if name == "status" && pred(&v) {
+                    return v;
+                }
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "station never {what}: {s}\n{}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        })
+        .await;
+        match found {
+            Ok(v) => v,
+            Err(_) => {
+                let (_, s) = self.get("/api/v1/station").await;
+                panic!("station never {what}: {s}\n{}", self.output())
+            }
         }
     }
 
