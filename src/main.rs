@@ -467,7 +467,7 @@ fn run(
             "no GPU render node: the screen draws with GTK's {r} renderer (GSK_RENDERER overrides)"
         );
     }
-    let rt = tokio::runtime::Runtime::new()?;
+    let rt = pollstation::priority::intake_runtime()?;
     let shutdown = CancellationToken::new();
     // Start everything on tokio before the screen (if any) takes the main thread.
     let running = rt.block_on(async {

@@ -1,12 +1,22 @@
-//! CPU priority for the threads that must never slow the intake.
+//! CPU priority: a tap goes first.
 //!
-//! The intake (readers, the Station, the store, the HTTP API) runs at the
-//! normal priority. The event-stream crowd's threads run under `SCHED_IDLE`
-//! (any normal thread that wakes preempts them at once) and the screen's
+//! The intake (the main runtime's workers, which run the readers, the
+//! Station and the HTTP API, and the store's thread) runs at the lowest
+//! real-time priority where it is allowed (`SCHED_FIFO` 1: root, or
+//! `LimitRTPRIO=1` in the systemd unit). A normal-priority thread is not
+//! enough: under the kernel's EEVDF scheduler a woken thread can wait a
+//! whole slice (3–8 ms measured, `BENCHMARKS.md`) behind threads that have
+//! used less than their share, even `SCHED_IDLE` ones. Threads the intake
+//! starts (tokio's blocking pool, the fan-out runtime) do not inherit it
+//! (`SCHED_RESET_ON_FORK`), and the kernel's real-time throttling keeps 5% of
+//! every second for everything else should an intake thread spin.
+//!
+//! The event-stream crowd's threads run under `SCHED_IDLE` and the screen's
 //! thread (with the renderer threads it starts) at nice 5: when the CPU is
 //! busy, a tap goes first; when it is not, they get all of it.
 
 use std::io;
+use std::sync::OnceLock;
 
 /// Nice value of the fan-out threads (thousands of SSE streams) where
 /// `SCHED_IDLE` is refused.
@@ -38,6 +48,62 @@ pub fn idle_this_thread() {
         tracing::debug!(error = %io::Error::last_os_error(), "SCHED_IDLE refused; lowering the nice value instead");
         lower_this_thread(FANOUT_NICE);
     }
+}
+
+/// The real-time priority of the intake's threads: the lowest there is.
+pub const INTAKE_RT_PRIORITY: i32 = 1;
+
+/// Run the calling thread at [`INTAKE_RT_PRIORITY`] under `SCHED_FIFO`,
+/// without passing it on to threads it starts. Where that is refused the
+/// thread stays as it was. The first outcome in the process is logged, at
+/// info level, with what to change when it was refused.
+pub fn raise_intake_thread() -> io::Result<()> {
+    static LOGGED: OnceLock<()> = OnceLock::new();
+    let param = libc::sched_param {
+        sched_priority: INTAKE_RT_PRIORITY,
+    };
+    // SAFETY: sched_setscheduler with pid 0 changes the calling thread's
+    // policy; `param` outlives the call.
+    let r = unsafe {
+        libc::sched_setscheduler(
+            0,
+            libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK,
+            &raw const param,
+        )
+    };
+    let result = if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    };
+    LOGGED.get_or_init(|| match &result {
+        Ok(()) => tracing::info!(
+            priority = INTAKE_RT_PRIORITY,
+            "the intake (readers, Station, store, HTTP API) runs at real-time priority: taps go ahead of event streams and the screen"
+        ),
+        Err(e) => tracing::info!(
+            error = %e,
+            "the intake stays at normal priority (a real-time priority needs root or LimitRTPRIO=1); with thousands of event streams open, taps may wait a few ms"
+        ),
+    });
+    result
+}
+
+/// The station's main tokio runtime: worker threads that raise themselves
+/// with [`raise_intake_thread`] (once, when they first go idle: tokio calls
+/// that hook on workers only, never on its blocking pool's threads).
+pub fn intake_runtime() -> io::Result<tokio::runtime::Runtime> {
+    thread_local! {
+        static RAISED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(|| {
+            if !RAISED.replace(true) {
+                let _ = raise_intake_thread();
+            }
+        })
+        .build()
 }
 
 #[cfg(test)]

@@ -770,6 +770,8 @@ fn write_batch(conn: &mut Connection, records: &[Record]) -> Result<(), StoreErr
 
 /// The store thread: one transaction per batch, replies after the commit.
 fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
+    // A tap's answer waits for this thread's commit (src/priority.rs).
+    let _ = crate::priority::raise_intake_thread();
     let mut closed = None;
     while let Some(cmd) = rx.blocking_recv() {
         match cmd {

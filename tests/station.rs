@@ -503,7 +503,9 @@ async fn a_resumed_stream_gets_exactly_the_taps_it_missed() {
 }
 
 /// The event-stream crowd's threads run under SCHED_IDLE; the intake's
-/// threads (tokio workers, the store) keep the normal policy.
+/// threads (tokio workers, the store) run under SCHED_FIFO where this
+/// machine allows real-time priority 1 (root, or an RLIMIT_RTPRIO of 1 as the
+/// systemd unit gives), and keep the normal policy where it does not.
 #[tokio::test]
 async fn fanout_threads_yield_to_the_intake() {
     let dir = tempfile::tempdir().unwrap();
@@ -532,6 +534,23 @@ async fn fanout_threads_yield_to_the_intake() {
         .filter(|(c, _)| c.starts_with("tokio-rt") || c == "store")
         .collect();
     assert!(!workers.is_empty(), "{policies:?}");
-    assert!(workers.iter().all(|(_, p)| *p == 0), "{policies:?}");
+    // May a thread of this user, with these limits, take priority 1? Ask
+    // the kernel from a thread of our own that then ends.
+    let allowed = std::thread::spawn(|| {
+        let param = libc::sched_param { sched_priority: 1 };
+        // SAFETY: changes the calling (short-lived) thread's policy only.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const param) == 0 }
+    })
+    .join()
+    .unwrap();
+    const SCHED_FIFO: u32 = 1;
+    let want = if allowed { SCHED_FIFO } else { 0 };
+    assert!(
+        workers.iter().all(|(_, p)| *p == want),
+        "real-time allowed here: {allowed}; {policies:?}"
+    );
+    if allowed {
+        st.output_until("runs at real-time priority").await;
+    }
     assert!(st.terminate().success());
 }

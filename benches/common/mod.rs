@@ -80,6 +80,36 @@ pub fn steal_ms() -> u64 {
     ticks * 10 // USER_HZ = 100
 }
 
+/// The machine's CPU time by kind (/proc/stat's first line: user, nice,
+/// system, idle, iowait, irq, softirq, steal), in ms.
+#[allow(dead_code)]
+pub fn cpu_ms() -> [u64; 8] {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let mut out = [0; 8];
+    if let Some(line) = stat.lines().next() {
+        for (slot, field) in out.iter_mut().zip(line.split_whitespace().skip(1)) {
+            *slot = field.parse::<u64>().unwrap_or(0) * 10; // USER_HZ = 100
+        }
+    }
+    out
+}
+
+/// Where the CPU went between two [`cpu_ms`] readings, as a line.
+#[allow(dead_code)]
+pub fn cpu_split(before: [u64; 8], after: [u64; 8]) -> String {
+    let names = [
+        "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+    ];
+    let d: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    let total: u64 = d.iter().sum::<u64>().max(1);
+    names
+        .iter()
+        .zip(&d)
+        .map(|(n, v)| format!("{n} {:.0}%", *v as f64 * 100.0 / total as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// p50/p90/p99 of a Prometheus histogram over what happened between two
 /// scrapes of `/metrics` (`before` may be empty), as bucket upper bounds.
 #[allow(dead_code)]
