@@ -8,8 +8,9 @@
 //! - injects taps and times, for every stream, from the POST to the arrival
 //!   of the `tally` event that carries the new total (p50/p99 over all
 //!   streams and taps);
-//! - times 500 POSTs (tap latency) before the streams are opened and while
-//!   they are open, to see what 10,000 listeners cost the intake;
+//! - times 2,000 POSTs (tap latency) before the streams are opened, while
+//!   they are open and after they are closed, to see what 10,000 listeners
+//!   cost the intake;
 //! - reads the station's RSS before and after, for memory per connection.
 //!
 //! `BENCH_QUICK=1` uses 500 streams.
@@ -23,6 +24,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Barrier, broadcast};
+
+/// Timed taps per phase (idle before, with the streams, idle after).
+const TIMED: u32 = 2_000;
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -126,7 +130,7 @@ fn main() {
         // Warm up (connection, caches, the store's first pages), untimed.
         tap_latencies(&client, &base, &token, 20_000, 100).await;
         let m0 = common::metrics(&base).await;
-        let idle = tap_latencies(&client, &base, &token, 0, 500).await;
+        let idle = tap_latencies(&client, &base, &token, 0, TIMED).await;
         let m1 = common::metrics(&base).await;
         let rss0 = rss_kib(pid);
 
@@ -189,7 +193,7 @@ fn main() {
 
         // Fan-out: 10 taps, one every 300 ms.
         let mut fanout = Vec::new();
-        let mut total = 600u64; // the warm-up's 100 and the idle phase's 500
+        let mut total = 100 + u64::from(TIMED); // the warm-up's and the idle phase's
         for k in 0..10u32 {
             total += 1;
             let _ = want_tx.send(total);
@@ -227,7 +231,7 @@ fn main() {
         );
         let m2 = common::metrics(&base).await;
         let (cpu0, steal0) = (common::cpu_ms(), common::steal_ms());
-        let loaded = tap_latencies(&client, &base, &token, 1000, 500).await;
+        let loaded = tap_latencies(&client, &base, &token, 100_000, TIMED).await;
         let (cpu1, steal1) = (common::cpu_ms(), common::steal_ms());
         let m3 = common::metrics(&base).await;
         println!(
@@ -259,9 +263,9 @@ fn main() {
             assert!(Instant::now() < deadline, "the streams did not close");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let after = tap_latencies(&client, &base, &token, 2000, 500).await;
+        let after = tap_latencies(&client, &base, &token, 200_000, TIMED).await;
         println!(
-            "sse_load: POST /api/v1/taps latency (500 taps at ≤200/s): idle before p50 {:.2} ms p99 {:.2} ms; with {streams} streams p50 {:.2} ms p99 {:.2} ms; idle after p50 {:.2} ms p99 {:.2} ms",
+            "sse_load: POST /api/v1/taps latency ({TIMED} taps at ≤200/s): idle before p50 {:.2} ms p99 {:.2} ms; with {streams} streams p50 {:.2} ms p99 {:.2} ms; idle after p50 {:.2} ms p99 {:.2} ms",
             pct(&idle, 0.5),
             pct(&idle, 0.99),
             pct(&loaded, 0.5),
