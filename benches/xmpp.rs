@@ -23,6 +23,15 @@ use tokio_util::sync::CancellationToken;
 /// What prosody.rs waits for at most.
 const WAIT: Duration = Duration::from_secs(60);
 
+/// A free loopback port, for prosody.rs (the tests' harness has its own).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn config(data: &Path, xmpp: Option<u16>) -> Config {
     let pw = data.join("xmpp.password");
     std::fs::create_dir_all(data).unwrap();

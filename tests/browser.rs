@@ -3,114 +3,13 @@
 //! station restart, the kiosk view, and the operator page flow. Screenshots
 //! go to `artifacts/`.
 
+#[path = "common/chromium.rs"]
+mod chromium;
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-
+use chromium::{artifact, browser, chromedriver, submit_token, text_of, wait_until};
 use common::{Station, config};
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Value, json};
-
-struct Driver {
-    child: Child,
-    port: u16,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn chromedriver() -> Driver {
-    let port = free_port();
-    let mut child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver (make test installs chromium-driver)");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("started successfully") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(common::WAIT).expect("chromedriver started");
-    Driver {
-        child,
-        port,
-        _profile: tempfile::tempdir().unwrap(),
-    }
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-quic",
-                format!("--user-data-dir={}", driver._profile.path().display()),
-            ]
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a Chromium session")
-}
-
-/// Resolve once the JS expression `cond` is true in the page, re-checking on
-/// every DOM change (a MutationObserver, not a timer); fail after 20 s.
-async fn wait_until(c: &Client, cond: &str) {
-    let script = format!(
-        r#"
-        const done = arguments[arguments.length - 1];
-        const check = () => {{ try {{ return !!({cond}); }} catch (e) {{ return false; }} }};
-        if (check()) {{ done(true); return; }}
-        const obs = new MutationObserver(() => {{ if (check()) {{ obs.disconnect(); done(true); }} }});
-        obs.observe(document, {{ subtree: true, childList: true, characterData: true, attributes: true }});
-        setTimeout(() => {{ obs.disconnect(); done(check()); }}, 20000);
-        "#
-    );
-    let ok = c.execute_async(&script, vec![]).await.expect("script ran");
-    assert_eq!(ok, Value::Bool(true), "page never satisfied: {cond}");
-}
-
-async fn text_of(c: &Client, js: &str) -> String {
-    c.execute(&format!("return {js};"), vec![])
-        .await
-        .unwrap()
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn artifact(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
+use fantoccini::Locator;
 
 fn num(poll: &str, answer: &str) -> String {
     format!(r#"document.querySelector('[data-poll="{poll}"] [data-answer="{answer}"] .num')"#)
@@ -213,32 +112,13 @@ async fn results_page_follows_taps_reconnects_and_the_operator_resets() {
     c.switch_to_window(op.handle).await.unwrap();
     c.goto(&format!("{}/operator", st.base)).await.unwrap();
     wait_until(&c, r#"!document.getElementById("login").hidden"#).await;
-    c.find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys("wrong-token-wrong")
-        .await
-        .unwrap();
-    c.find(Locator::Css("#login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit_token(&c, "wrong-token-wrong").await;
     wait_until(
         &c,
         r#"document.getElementById("login-error").textContent.includes("refused")"#,
     )
     .await;
-    let field = c.find(Locator::Id("token")).await.unwrap();
-    field.clear().await.unwrap();
-    field.send_keys(&st.token).await.unwrap();
-    c.find(Locator::Css("#login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit_token(&c, &st.token).await;
     wait_until(&c, r#"!document.getElementById("console").hidden"#).await;
     wait_until(
         &c,

@@ -15,13 +15,17 @@
 //! The station runs as its own process with `DBUS_SYSTEM_BUS_ADDRESS`
 //! pointing at the private bus, so production code runs unchanged.
 
+#[path = "common/chromium.rs"]
+mod chromium;
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chromium::wait_until;
 use common::{Sse, Station, WAIT};
+use fantoccini::Locator;
 use pollstation::config::Protocol;
 use pollstation::hotplug::unit_name;
 use pollstation::sim::SimReader;
@@ -520,6 +524,141 @@ async fn readers_attach_and_detach_with_their_device_units_and_new_ones_can_be_b
     let st = Station::start_env(&data, &config, &[("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)]);
     let mut sse = Sse::connect(&st.url("/api/v1/events")).await;
     sse.reader_status("spare", "connected").await;
+    assert!(st.terminate().success());
+}
+
+/// The operator, in real Chromium, sees a reader device that systemd
+/// reports but no reader uses, names it, binds it to a slot, and sees it
+/// connect and its taps count, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_page_binds_a_reader_that_was_plugged_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::start(dir.path());
+    let sd = serve_systemd(&bus).await;
+    let door = dir.path().join("dev/rfid/door-1");
+    let extra = "[network]\nwatch = false\n[hotplug]\npattern = \"*-rfid-*.device\"\n";
+    let st = start_station(dir.path(), &bus.address, extra);
+    let (_, station) = st.get("/api/v1/station").await;
+    let active = station["active_poll"].as_str().unwrap().to_string();
+
+    let driver = chromium::chromedriver();
+    let c = chromium::browser(&driver).await;
+    c.goto(&st.url("/operator")).await.unwrap();
+    wait_until(&c, r#"!document.getElementById("login").hidden"#).await;
+    chromium::submit_token(&c, &st.token).await;
+    wait_until(
+        &c,
+        r#"document.getElementById("hotplug").textContent.startsWith("hotplug: watching")"#,
+    )
+    .await;
+    assert_eq!(
+        chromium::text_of(&c, r#"String(document.getElementById("unbound").hidden)"#).await,
+        "true",
+        "nothing is plugged in yet"
+    );
+
+    // A reader nobody configured is plugged in.
+    let sim = SimReader::spawn(Protocol::Text, Some(&door)).unwrap();
+    device_unit(&sd, &door, true).await;
+    let row = format!(r#"#unbound-list tr[data-device="{}"]"#, door.display());
+    wait_until(
+        &c,
+        &format!(
+            r#"!document.getElementById("unbound").hidden && document.querySelector('{row}') !== null"#
+        ),
+    )
+    .await;
+    c.execute(
+        r#"document.getElementById("unbound").scrollIntoView()"#,
+        vec![],
+    )
+    .await
+    .unwrap();
+    chromium::screenshot(&c, "operator-unbound.png").await;
+
+    // The slots offered are the active poll's answers.
+    assert_eq!(
+        chromium::text_of(
+            &c,
+            &format!(
+                r#"[...document.querySelectorAll('{row} option')].map(o => o.value + "=" + o.textContent).join("|")"#
+            )
+        )
+        .await,
+        "A=A · Alpha|B=B · Bravo"
+    );
+
+    // Named "door", on slot B of the active poll.
+    let id = c.find(Locator::Css(&format!("{row} input"))).await.unwrap();
+    id.clear().await.unwrap();
+    id.send_keys("door").await.unwrap();
+    c.find(Locator::Css(&format!("{row} select")))
+        .await
+        .unwrap()
+        .select_by_value("B")
+        .await
+        .unwrap();
+    // A second device arriving meanwhile redraws the list; what the operator
+    // typed and picked stays.
+    let other = dir.path().join("dev/rfid/door-2");
+    let _other_sim = SimReader::spawn(Protocol::Text, Some(&other)).unwrap();
+    device_unit(&sd, &other, true).await;
+    wait_until(
+        &c,
+        r##"document.querySelectorAll("#unbound-list tbody tr").length === 2"##,
+    )
+    .await;
+    assert_eq!(
+        chromium::text_of(
+            &c,
+            &format!(
+                r#"document.querySelector('{row} input').value + "/" + document.querySelector('{row} select').value"#
+            )
+        )
+        .await,
+        "door/B"
+    );
+    chromium::click(&c, &format!("{row} button")).await;
+    wait_until(
+        &c,
+        r##"(() => {
+            const tr = document.querySelector('#readers tr[data-reader="door"]');
+            return tr !== null && tr.cells[1].textContent === "connected"
+                && tr.cells[2].textContent === "slot B";
+        })() && document.querySelectorAll("#unbound-list tbody tr").length === 1"##,
+    )
+    .await;
+    assert_eq!(
+        chromium::text_of(&c, r#"document.getElementById("action-error").textContent"#).await,
+        ""
+    );
+
+    // Its taps count for answer B of the active poll.
+    let before = st.tally(&active).await;
+    sim.hold(&[0x04, 0x55, 0x66, 0x77], Duration::from_millis(50))
+        .await;
+    wait_until(
+        &c,
+        r##"(() => {
+            const tr = document.querySelector("#taps tbody tr");
+            return tr !== null && tr.cells[2].textContent === "door"
+                && tr.cells[3].textContent === "urn:rfid:04556677" && tr.cells[5].textContent === "b";
+        })()"##,
+    )
+    .await;
+    // The reader's own counters follow: one tap, one good frame.
+    wait_until(
+        &c,
+        r##"(() => {
+            const tr = document.querySelector('#readers tr[data-reader="door"]');
+            return tr.cells[4].textContent === "1" && tr.cells[5].textContent === "1";
+        })()"##,
+    )
+    .await;
+    chromium::screenshot(&c, "operator-bound.png").await;
+    let after = st.tally(&active).await;
+    assert_eq!((after[0], after[1]), (before[0], before[1] + 1));
+    c.close().await.unwrap();
     assert!(st.terminate().success());
 }
 

@@ -15,6 +15,16 @@ pub mod prosody;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pollstation");
 
+/// A TCP port free on loopback right now (for servers that cannot be
+/// told to pick their own).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 

@@ -12,7 +12,7 @@ use tokio_xmpp::parsers::pubsub::{self, NodeName, PubSub};
 use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::{Client, Event, IqRequest, IqResponse, Stanza};
 
-use super::WAIT;
+use super::{WAIT, free_port};
 
 pub const PASSWORD: &str = "s3cret-for-tests";
 
@@ -21,14 +21,6 @@ pub struct Prosody {
     pub port: u16,
     config: PathBuf,
     child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Prosody {

@@ -84,6 +84,7 @@ let polls = [];
 async function loadPolls() {
   polls = await (await fetch("/api/v1/polls")).json();
   renderPolls();
+  if (lastStation) renderHotplug(lastStation);
 }
 
 function renderPolls() {
@@ -131,19 +132,39 @@ function renderHealth(h) {
   }));
 }
 
+// The unbound devices' rows are rebuilt only when what they show changes
+// (the devices, or the active poll's answers), and keep what the operator
+// typed or picked in them, so a status event never wipes a reader id being
+// typed.
+let lastStation = null;
+let unboundShown = "";
 function renderHotplug(st) {
+  lastStation = st;
   $("hotplug").textContent = `hotplug: ${st.hotplug.state}` + (st.hotplug.detail ? ` (${st.hotplug.detail})` : "");
   const devices = st.hotplug.unbound;
   $("unbound").hidden = devices.length === 0;
-  $("unbound-list").tBodies[0].replaceChildren(...devices.map(d => {
+  const active = polls.find(p => p.active);
+  const key = JSON.stringify([devices, active ? [active.id, active.answers] : null]);
+  if (key === unboundShown) return;
+  unboundShown = key;
+  // A slot is an answer of the active poll by position: A is the first.
+  const letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+  const slots = active
+    ? active.answers.slice(0, letters.length).map((a, i) => [letters[i], `${letters[i]} · ${a.label}`])
+    : [...letters].map(l => [l, l]);
+  const body = $("unbound-list").tBodies[0];
+  const kept = new Map([...body.rows].map(r =>
+    [r.dataset.device, { id: r.querySelector("input").value, slot: r.querySelector("select").value }]));
+  body.replaceChildren(...devices.map(d => {
     const tr = el("tr");
     tr.dataset.device = d;
     const id = el("input");
-    id.value = d.split("/").pop();
+    id.value = kept.has(d) ? kept.get(d).id : d.split("/").pop();
     id.setAttribute("aria-label", "reader id");
     const slot = el("select");
     slot.setAttribute("aria-label", "answer slot");
-    for (const l of "ABCDEFGHIJKLMNOPQRSTUVWXYZ") slot.append(new Option(l, l));
+    for (const [value, label] of slots) slot.append(new Option(label, value));
+    if (kept.has(d) && slots.some(([v]) => v === kept.get(d).slot)) slot.value = kept.get(d).slot;
     const b = el("button", "Bind");
     b.type = "button";
     b.addEventListener("click", async () => {
