@@ -640,6 +640,11 @@ struct Station {
     riders_since: Option<Instant>,
     /// The counters as last announced, when, and when they are due again.
     counters_announced: Counters,
+    /// A snapshot went out (on the watch, which a stream reads when it
+    /// connects) with counters that no status event carried: a client may
+    /// hold them, so the next move must be announced even if the counters
+    /// are back where the last announcement left them.
+    counters_unannounced: bool,
     status_at: Instant,
     counters_due: Option<Instant>,
     started_at: i64,
@@ -802,12 +807,12 @@ pub fn start(
                 .assign(&tag, person.as_ref().map(|p| Arc::from(p.id.as_str())));
             people.insert(tag, (person, at));
         }
-        Record::IdentityQueued(tags, _) => queued.borrow_mut().extend(tags),
         Record::Reader(b) => bound.push(b),
         Record::Snapshot { .. } | Record::Outbox { .. } | Record::Published(_) => {}
     })?;
     let tallies = tallies.into_inner();
     let mut queued = queued.into_inner();
+    queued.extend(rec.legacy_lookups.iter().cloned());
     if resolving {
         // Every tag a poll counts by person and nobody has answered for yet
         // (also those tapped before identity was configured).
@@ -956,6 +961,7 @@ pub fn start(
         identities_pending: Vec::new(),
         riders_since: None,
         counters_announced: Counters::default(),
+        counters_unannounced: false,
         status_at: Instant::now(),
         counters_due: None,
         started_at: now_ms(),
@@ -1704,6 +1710,7 @@ impl Station {
     fn announce_status(&mut self) {
         let snap = self.publish_snapshot();
         self.counters_announced = self.counters();
+        self.counters_unannounced = false;
         self.status_at = Instant::now();
         let _ = self.events.send(Event::Status(snap));
     }
@@ -1720,7 +1727,9 @@ impl Station {
     /// Announce the status if the counters moved, at most every
     /// [`COUNTERS_EVERY`] (a timer catches the last change).
     fn counters_moved(&mut self) {
-        if self.counters_due.is_some() || self.counters() == self.counters_announced {
+        if self.counters_due.is_some()
+            || (self.counters() == self.counters_announced && !self.counters_unannounced)
+        {
             return;
         }
         let next = self.status_at + COUNTERS_EVERY;
@@ -1985,6 +1994,9 @@ impl Station {
 
     fn publish_snapshot(&mut self) -> Arc<Snapshot> {
         self.unpublished = false;
+        if self.counters() != self.counters_announced {
+            self.counters_unannounced = true;
+        }
         self.store_health.taps = self.taps_logged;
         let snap = Arc::new(Snapshot {
             station: self.id.to_string(),

@@ -185,9 +185,6 @@ pub enum Record {
         source: String,
         at: i64,
     },
-    /// Tags to look up. The Station no longer writes these (a logged tap is
-    /// its own lookup request); logs from before that still replay them.
-    IdentityQueued(Vec<TagUid>, i64),
     Tap(Tap),
     Action(Action),
     /// A reader bound at runtime (replayed before the taps).
@@ -241,6 +238,10 @@ pub struct Recovered {
     pub outbox_depth: u64,
     /// The enqueued-through mark, if publishing ever ran.
     pub outbox_through: Option<u64>,
+    /// Tags a log written before taps became their own lookup requests
+    /// still has queued for an identity lookup (nothing writes these now;
+    /// an answer for the tag deletes its row).
+    pub legacy_lookups: Vec<TagUid>,
 }
 
 /// Makes repeated strings of the log share one allocation.
@@ -441,9 +442,7 @@ impl Store {
                 .query_map([], |r| r.get::<_, String>(0))?
                 .filter_map(|t| t.ok().and_then(|t| TagUid::parse(&t).ok()))
                 .collect();
-            if !tags.is_empty() {
-                on_record(Record::IdentityQueued(tags, 0));
-            }
+            rec.legacy_lookups = tags;
         }
         on_record(Record::OutboxMark(rec.outbox_through));
         {
@@ -668,8 +667,6 @@ fn write_batch(conn: &mut Connection, records: &[Record]) -> Result<(), StoreErr
             "INSERT OR REPLACE INTO identities (tag, person_id, name, first, source, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         let mut dequeue_stmt = tx.prepare_cached("DELETE FROM identity_queue WHERE tag = ?1")?;
-        let mut queue_stmt =
-            tx.prepare_cached("INSERT OR IGNORE INTO identity_queue (tag, at) VALUES (?1, ?2)")?;
         let mut reader_stmt = tx.prepare_cached(
             "INSERT INTO bound_readers (id, device, protocol, poll, answer, slot, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
@@ -691,11 +688,6 @@ fn write_batch(conn: &mut Connection, records: &[Record]) -> Result<(), StoreErr
                         at
                     ])?;
                     dequeue_stmt.execute([tag.as_str()])?;
-                }
-                Record::IdentityQueued(tags, at) => {
-                    for t in tags {
-                        queue_stmt.execute(params![t.as_str(), at])?;
-                    }
                 }
                 Record::Outbox { items, through } => {
                     for i in items {
@@ -872,8 +864,7 @@ mod tests {
                 | Record::Outbox { .. }
                 | Record::Published(_)
                 | Record::OutboxMark(_)
-                | Record::Identity { .. }
-                | Record::IdentityQueued(..) => {}
+                | Record::Identity { .. } => {}
             },
         )
         .unwrap();
@@ -900,6 +891,48 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 1, "the failed batch left nothing behind");
+    }
+
+    /// Logs from before taps became their own lookup requests kept a queue
+    /// of tags to look up. Those rows are still read, and an answer for a
+    /// tag deletes its row.
+    #[tokio::test]
+    async fn an_old_logs_lookup_queue_is_read_until_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("log.db");
+        let (store, rec) = Store::open(&db, "s", |_| false, |_| {}).unwrap();
+        assert!(rec.legacy_lookups.is_empty());
+        drop(store);
+        // As the old code wrote them.
+        let conn = Connection::open(&db).unwrap();
+        for (tag, at) in [("urn:rfid:0A0B0C0D", 7), ("urn:rfid:01020304", 5)] {
+            conn.execute(
+                "INSERT INTO identity_queue (tag, at) VALUES (?1, ?2)",
+                params![tag, at],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let (store, rec) = Store::open(&db, "s", |_| false, |_| {}).unwrap();
+        let tags: Vec<&str> = rec.legacy_lookups.iter().map(TagUid::as_str).collect();
+        assert_eq!(
+            tags,
+            ["urn:rfid:01020304", "urn:rfid:0A0B0C0D"],
+            "oldest first"
+        );
+        store
+            .append(vec![Record::Identity {
+                tag: TagUid::parse("01020304").unwrap(),
+                person: None,
+                source: "test".into(),
+                at: 9,
+            }])
+            .await
+            .unwrap();
+        drop(store);
+        let (_store, rec) = Store::open(&db, "s", |_| false, |_| {}).unwrap();
+        let tags: Vec<&str> = rec.legacy_lookups.iter().map(TagUid::as_str).collect();
+        assert_eq!(tags, ["urn:rfid:0A0B0C0D"]);
     }
 
     #[tokio::test]
