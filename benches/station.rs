@@ -321,6 +321,42 @@ async fn startup(n: u64, people: u32) {
     }
 }
 
+/// The same first start and crash start with identity configured (a people
+/// file): every tag in the replayed taps and in the tallies is collected for
+/// a lookup, which the starts above do not do.
+async fn startup_identity(n: u64, people: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("people.csv");
+    std::fs::write(&file, "tag,name,person_id\n").unwrap();
+    let text = format!(
+        "{}\n[identity]\npeople = \"{}\"\n",
+        config_text(dir.path()),
+        file.display()
+    );
+    let cfg = Config::parse(&text, dir.path()).expect("bench config");
+    let db = dir.path().join("pollstation.db");
+    let client = reqwest::Client::new();
+    let tail = 49_999.min(n / 2);
+    fill_log(&db, 1, n - tail, people).await;
+    timed_start(
+        &cfg,
+        &client,
+        n - tail,
+        people,
+        "identity configured, no snapshot yet (whole log)",
+    )
+    .await;
+    fill_log(&db, n - tail + 1, tail, people).await;
+    timed_start(
+        &cfg,
+        &client,
+        n,
+        people,
+        &format!("identity configured, after a crash ({tail} taps after the snapshot)"),
+    )
+    .await;
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
     let quick = std::env::var_os("BENCH_QUICK").is_some();
@@ -330,10 +366,12 @@ fn main() {
             throughput(5_000, 64).await;
             latency(1000, 1).await;
             startup(20_000, 1_000).await;
+            startup_identity(20_000, 1_000).await;
         } else {
             throughput(200_000, 256).await;
             latency(1000, 20).await;
             startup(1_000_000, 5_000).await;
+            startup_identity(1_000_000, 5_000).await;
         }
     });
 }

@@ -114,6 +114,8 @@ pub struct Station {
     pub output: Arc<Mutex<Vec<String>>>,
     /// Lines of output so far: changes with every line.
     lines: tokio::sync::watch::Receiver<usize>,
+    /// One message per output pipe (stdout, stderr) when it reaches its end.
+    eof: std::sync::mpsc::Receiver<()>,
     pub http: reqwest::Client,
 }
 
@@ -152,6 +154,8 @@ impl Station {
         let stdout = child.stdout.take().unwrap();
         let out = output.clone();
         let count = lines_tx.clone();
+        let (eof_tx, eof) = std::sync::mpsc::channel();
+        let eof_out = eof_tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on http://") {
@@ -162,6 +166,7 @@ impl Station {
                 out.lock().unwrap().push(line);
                 count.send_modify(|n| *n += 1);
             }
+            let _ = eof_out.send(());
         });
         let stderr = child.stderr.take().unwrap();
         let out = output.clone();
@@ -170,6 +175,7 @@ impl Station {
                 out.lock().unwrap().push(format!("stderr: {line}"));
                 lines_tx.send_modify(|n| *n += 1);
             }
+            let _ = eof_tx.send(());
         });
         let addr = match addr_rx.recv_timeout(WAIT) {
             Ok(a) => a,
@@ -193,6 +199,7 @@ impl Station {
             config_path: config_path.to_path_buf(),
             output,
             lines,
+            eof,
             http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
         }
     }
@@ -314,12 +321,20 @@ impl Station {
         self.output.lock().unwrap().join("\n")
     }
 
-    /// SIGTERM, then wait for the exit status.
+    /// SIGTERM, then wait for the exit status and for the last of the
+    /// output to be read (the pipes are read on threads of their own, which
+    /// may still hold the final lines when the process is gone).
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let child = self.child.take().unwrap();
         let pid = child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        wait_exit(child)
+        let status = wait_exit(child);
+        for _ in 0..2 {
+            self.eof
+                .recv_timeout(WAIT)
+                .expect("the station's output pipes close when it exits");
+        }
+        status
     }
 
     /// kill -9.
