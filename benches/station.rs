@@ -281,10 +281,25 @@ async fn timed_start(cfg: &Config, client: &reqwest::Client, n: u64, people: u32
 
 /// Start-up with `n` taps from `people` tags in the log: after a clean stop
 /// (snapshot covers everything), after a crash (the longest tail a snapshot
-/// interval allows), and with no snapshot at all (whole log).
-async fn startup(n: u64, people: u32) {
+/// interval allows), and with no snapshot at all (whole log). With
+/// `identity`, a people file is configured: every tag in the replayed taps
+/// and in the tallies is then collected for a lookup (first and crash
+/// starts only).
+async fn startup(n: u64, people: u32, identity: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+    let (cfg, what) = if identity {
+        let file = dir.path().join("people.csv");
+        std::fs::write(&file, "tag,name,person_id\n").unwrap();
+        let text = format!(
+            "{}\n[identity]\npeople = \"{}\"\n",
+            config_text(dir.path()),
+            file.display()
+        );
+        let cfg = Config::parse(&text, dir.path()).expect("bench config");
+        (cfg, "identity configured, ")
+    } else {
+        (config(dir.path()), "")
+    };
     let db = dir.path().join("pollstation.db");
     let client = reqwest::Client::new();
     let tail = 49_999.min(n / 2);
@@ -296,7 +311,7 @@ async fn startup(n: u64, people: u32) {
         &client,
         n - tail,
         people,
-        "no snapshot yet (whole log)",
+        &format!("{what}no snapshot yet (whole log)"),
     )
     .await;
     // Taps after that snapshot, as a crash just before the next one would leave.
@@ -313,48 +328,14 @@ async fn startup(n: u64, people: u32) {
         &client,
         n,
         people,
-        &format!("after a crash ({tail} taps after the snapshot)"),
+        &format!("{what}after a crash ({tail} taps after the snapshot)"),
     )
     .await;
-    for _ in 0..2 {
-        timed_start(&cfg, &client, n, people, "after a clean stop").await;
+    if !identity {
+        for _ in 0..2 {
+            timed_start(&cfg, &client, n, people, "after a clean stop").await;
+        }
     }
-}
-
-/// The same first start and crash start with identity configured (a people
-/// file): every tag in the replayed taps and in the tallies is collected for
-/// a lookup, which the starts above do not do.
-async fn startup_identity(n: u64, people: u32) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("people.csv");
-    std::fs::write(&file, "tag,name,person_id\n").unwrap();
-    let text = format!(
-        "{}\n[identity]\npeople = \"{}\"\n",
-        config_text(dir.path()),
-        file.display()
-    );
-    let cfg = Config::parse(&text, dir.path()).expect("bench config");
-    let db = dir.path().join("pollstation.db");
-    let client = reqwest::Client::new();
-    let tail = 49_999.min(n / 2);
-    fill_log(&db, 1, n - tail, people).await;
-    timed_start(
-        &cfg,
-        &client,
-        n - tail,
-        people,
-        "identity configured, no snapshot yet (whole log)",
-    )
-    .await;
-    fill_log(&db, n - tail + 1, tail, people).await;
-    timed_start(
-        &cfg,
-        &client,
-        n,
-        people,
-        &format!("identity configured, after a crash ({tail} taps after the snapshot)"),
-    )
-    .await;
 }
 
 fn main() {
@@ -365,13 +346,13 @@ fn main() {
         if quick {
             throughput(5_000, 64).await;
             latency(1000, 1).await;
-            startup(20_000, 1_000).await;
-            startup_identity(20_000, 1_000).await;
+            startup(20_000, 1_000, false).await;
+            startup(20_000, 1_000, true).await;
         } else {
             throughput(200_000, 256).await;
             latency(1000, 20).await;
-            startup(1_000_000, 5_000).await;
-            startup_identity(1_000_000, 5_000).await;
+            startup(1_000_000, 5_000, false).await;
+            startup(1_000_000, 5_000, true).await;
         }
     });
 }
