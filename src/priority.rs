@@ -5,7 +5,7 @@
 //! real-time priority where it is allowed (`SCHED_FIFO` 1: root, or
 //! `LimitRTPRIO=1` in the systemd unit). A normal-priority thread is not
 //! enough: under the kernel's EEVDF scheduler a woken thread can wait a
-//! whole slice (3–8 ms measured, `BENCHMARKS.md`) behind threads that have
+//! whole slice (up to 8 ms measured, `BENCHMARKS.md`) behind threads that have
 //! used less than their share, even `SCHED_IDLE` ones. Threads the intake
 //! starts (tokio's blocking pool, the fan-out runtime) do not inherit it
 //! (`SCHED_RESET_ON_FORK`), and the kernel's real-time throttling keeps 5% of
