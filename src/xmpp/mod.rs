@@ -437,14 +437,14 @@ async fn session(
             },
             _ = resubscribe.tick(), if !unsubscribed.is_empty() => {
                 let mut still = Vec::new();
-                for sub in unsubscribed {
+                for &sub in &unsubscribed {
                     match subscribe(&sender, &bound, sub).await {
                         Ok(true) => {}
                         Ok(false) => still.push(sub),
                         Err(e) => return Ended::Failed(e),
                     }
                 }
-                if still.len() < cfg.subscribe.len() {
+                if still.len() < unsubscribed.len() {
                     reporter.set("online", online(still.len())).await;
                 }
                 unsubscribed = still;
