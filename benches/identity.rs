@@ -9,9 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use pollstation::app;
 use pollstation::config::Config;
-use pollstation::poll::TagUid;
-use pollstation::service;
+use pollstation::domain::TagUid;
 use tokio_util::sync::CancellationToken;
 
 fn config(data: &Path, identity: &str) -> Config {
@@ -72,7 +72,7 @@ async fn slow_anymeta(delay: Option<Duration>) -> String {
 /// starting at tag number `first`.
 async fn measure(label: &str, cfg: &Config, first: u32, n: u32) -> Vec<Duration> {
     let shutdown = CancellationToken::new();
-    let running = service::start(cfg, shutdown.clone()).await.unwrap();
+    let running = app::start(cfg, shutdown.clone()).await.unwrap();
     let mut d = Vec::with_capacity(n as usize);
     // 200 taps/s, so the answers (after 50 ms or 2 s) arrive while taps go on.
     let mut pace = tokio::time::interval(Duration::from_millis(5));
@@ -84,7 +84,7 @@ async fn measure(label: &str, cfg: &Config, first: u32, n: u32) -> Vec<Duration>
     }
     let snap = running.station.snapshot();
     println!(
-        "  {label}: identity {}, {} known, {} pending",
+        "  {label}: identity {:?}, {} known, {} pending",
         snap.identity.state, snap.identity.known, snap.identity.pending
     );
     shutdown.cancel();

@@ -99,11 +99,11 @@ fn main() {
     // (this one runs the timing loop) take the station's intake priority
     // where allowed, so what it times is the station, not this process's
     // own wait behind the stream readers below.
-    let raised = pollstation::priority::raise_intake_thread().is_ok();
+    let raised = pollstation::sys::priority::raise_intake_thread().is_ok();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_start(|| {
-            let _ = pollstation::priority::raise_intake_thread();
+            let _ = pollstation::sys::priority::raise_intake_thread();
         })
         .build()
         .unwrap();
@@ -120,7 +120,7 @@ fn main() {
     // station leaves.
     let readers_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .on_thread_start(pollstation::priority::idle_this_thread)
+        .on_thread_start(pollstation::sys::priority::idle_this_thread)
         .enable_all()
         .build()
         .unwrap();

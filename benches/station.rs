@@ -15,9 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pollstation::app;
 use pollstation::config::Config;
-use pollstation::poll::{TagUid, Tap};
-use pollstation::service;
+use pollstation::domain::{TagUid, Tap};
 use pollstation::store::{Record, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -83,7 +83,7 @@ async fn throughput(total: u32, concurrency: u32) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let shutdown = CancellationToken::new();
-    let running = service::start(&cfg, shutdown.clone()).await.unwrap();
+    let running = app::start(&cfg, shutdown.clone()).await.unwrap();
     let station = running.station.clone();
     let started = Instant::now();
     let per = total / concurrency;
@@ -257,7 +257,7 @@ async fn fill_log(db: &Path, first: u64, count: u64, people: u32) {
 async fn timed_start(cfg: &Config, client: &reqwest::Client, n: u64, people: u32, what: &str) {
     let shutdown = CancellationToken::new();
     let t0 = Instant::now();
-    let running = service::start(cfg, shutdown.clone()).await.unwrap();
+    let running = app::start(cfg, shutdown.clone()).await.unwrap();
     let bound = t0.elapsed();
     let r = client
         .get(format!("http://{}/healthz", running.http_addr))

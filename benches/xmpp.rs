@@ -15,9 +15,9 @@ mod prosody;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use pollstation::app;
 use pollstation::config::Config;
-use pollstation::poll::TagUid;
-use pollstation::service;
+use pollstation::domain::TagUid;
 use tokio_util::sync::CancellationToken;
 
 /// What prosody.rs waits for at most.
@@ -36,6 +36,10 @@ fn config(data: &Path, xmpp: Option<u16>) -> Config {
     let pw = data.join("xmpp.password");
     std::fs::create_dir_all(data).unwrap();
     std::fs::write(&pw, prosody::PASSWORD).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let xmpp = xmpp.map_or(String::new(), |port| {
         format!(
             "[xmpp]\njid = \"station@localhost\"\npassword_file = \"{}\"\nserver = \"127.0.0.1:{port}\"\ntls = \"none\"\npubsub = \"pubsub.localhost\"\n",
@@ -129,7 +133,7 @@ async fn main() {
     {
         let d = dir.path().join("baseline");
         let shutdown = CancellationToken::new();
-        let running = service::start(&config(&d, None), shutdown.clone())
+        let running = app::start(&config(&d, None), shutdown.clone())
             .await
             .unwrap();
         let (p50, p99) = latency(&running.station, 0, lat_n).await;
@@ -142,11 +146,11 @@ async fn main() {
 
     let d = dir.path().join("station");
     let shutdown = CancellationToken::new();
-    let running = service::start(&config(&d, Some(server.port)), shutdown.clone())
+    let running = app::start(&config(&d, Some(server.port)), shutdown.clone())
         .await
         .unwrap();
     let st = running.station.clone();
-    until(&st, |x| x.state == "online").await;
+    until(&st, |x| x.state == pollstation::station::XmppState::Online).await;
     // Make the node exist (the first publish creates it).
     st.tap("r", tag(9_999_999)).await.unwrap();
     until(&st, |x| x.outbox == 0 && x.published == 1).await;
@@ -215,7 +219,7 @@ async fn main() {
     }
     let backlog = st.snapshot().xmpp.outbox;
     server.restart();
-    until(&st, |x| x.state == "online").await;
+    until(&st, |x| x.state == pollstation::station::XmppState::Online).await;
     let t = Instant::now();
     until(&st, |x| x.outbox == 0).await;
     let drain = t.elapsed();

@@ -1,7 +1,7 @@
 //! The live admin console's server side: a Unix socket the running station
 //! listens on (`$RUNTIME_DIRECTORY/control.sock`, else
 //! `<data_dir>/control.sock`), mode 0600, answering only its own user and
-//! root. `pollstation ctl` ([`crate::ctl`]) is the client.
+//! root. `pollstation ctl` ([`crate::cli::ctl`]) is the client.
 //!
 //! Protocol: the client sends one JSON [`Request`] on a line; the server
 //! answers with JSON lines: `{"ok": …}` or `{"error": …}`, or a stream of
@@ -13,13 +13,23 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::poll::TagUid;
-use crate::station::{Event, StationHandle};
-use crate::store::ActionKind;
+use crate::domain::backoff::Backoff;
+use crate::domain::tap::Counted;
+use crate::domain::{ActionKind, TagUid, TapRecord};
+use crate::station::{Event, ExportFormat, StationHandle, health};
+use crate::sys::clock::now_ms;
+
+/// The longest request line read (a request is a few dozen bytes).
+const MAX_REQUEST: usize = 64 * 1024;
+/// Waits after a failed accept.
+const ACCEPT_FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+const ACCEPT_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a client has to send its request.
+const REQUEST_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Changes the tracing filter of the running process.
 pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -92,13 +102,32 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let owner = std::fs::metadata(&path).map(|m| m.uid()).ok();
+    // Out of file descriptors and the like: wait before trying again, and
+    // say so once per run of failures (an accept loop that retries at once
+    // spins on a real-time thread and floods the journal).
+    let mut backoff = Backoff::new(ACCEPT_FIRST_BACKOFF, ACCEPT_MAX_BACKOFF);
+    let mut failures = 0u64;
     loop {
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok((s, _)) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "control socket: accepting again");
+                        failures = 0;
+                    }
+                    backoff.reset();
+                    s
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "control socket: accept failed");
+                    if failures == 0 {
+                        tracing::warn!(error = %e, "control socket: accept failed; retrying with back-off");
+                    }
+                    failures += 1;
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff.fail()) => {}
+                    }
                     continue;
                 }
             },
@@ -141,10 +170,26 @@ async fn handle(
         )
         .await;
     }
-    let mut lines = BufReader::new(rd).lines();
-    let Some(line) = lines.next_line().await? else {
+    let mut line = String::new();
+    let mut limited = BufReader::new(rd).take(MAX_REQUEST as u64 + 1);
+    match tokio::time::timeout(REQUEST_WITHIN, limited.read_line(&mut line)).await {
+        Err(_) => {
+            return send(&mut wr, &json!({"error": "no request within 10 s"})).await;
+        }
+        Ok(r) => {
+            r?;
+        }
+    }
+    if line.len() > MAX_REQUEST {
+        return send(
+            &mut wr,
+            &json!({"error": format!("request longer than {} KiB", MAX_REQUEST / 1024)}),
+        )
+        .await;
+    }
+    if line.is_empty() {
         return Ok(());
-    };
+    }
     let req: Request = match serde_json::from_str(&line) {
         Ok(r) => r,
         Err(e) => return send(&mut wr, &json!({"error": format!("bad request: {e}")})).await,
@@ -167,17 +212,18 @@ async fn handle(
         Request::Taps { tail, follow } => {
             // Subscribe first so nothing falls between the tail and the follow.
             let mut events = st.subscribe();
-            let taps = st
-                .store()
-                .tail(tail.min(10_000))
-                .await
-                .map_err(|e| e.to_string());
+            let taps = st.tail(tail.min(10_000)).await.map_err(|e| e.to_string());
             match taps {
                 Err(e) => Err(e),
                 Ok(taps) => {
                     let mut last = taps.last().map(|t| t.seq);
-                    for t in taps {
-                        send(&mut wr, &json!({"tap": tap_json(&t.station, t.seq, &t.reader, t.tag.as_str(), &t.poll, &t.answer, t.at, None)})).await?;
+                    for t in &taps {
+                        let record = TapRecord {
+                            tap: t,
+                            counted: Counted::Unknown(()),
+                            repeat: None,
+                        };
+                        send(&mut wr, &json!({ "tap": record })).await?;
                     }
                     if follow {
                         loop {
@@ -193,7 +239,21 @@ async fn handle(
                                         continue;
                                     }
                                     last = None;
-                                    send(&mut wr, &json!({"tap": tap_json(&t.station, t.seq, &t.reader, t.tag.as_str(), &t.poll, &t.answer, t.at, Some(t.counted))})).await?;
+                                    let tap = crate::domain::Tap {
+                                        station: t.station.clone(),
+                                        seq: t.seq,
+                                        reader: t.reader.clone(),
+                                        tag: t.tag.clone(),
+                                        at: t.at,
+                                        poll: t.poll.clone(),
+                                        answer: t.answer.clone(),
+                                    };
+                                    let record = TapRecord {
+                                        tap: &tap,
+                                        counted: Counted::Known(t.counted),
+                                        repeat: None,
+                                    };
+                                    send(&mut wr, &json!({ "tap": record })).await?;
                                 }
                                 Ok(_) => {}
                                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -207,25 +267,14 @@ async fn handle(
                 }
             }
         }
-        Request::Poll { action, poll } => {
-            let kind = match action.as_str() {
-                "open" => Ok(ActionKind::Open),
-                "close" => Ok(ActionKind::Close),
-                "reset" => Ok(ActionKind::Reset),
-                "activate" => Ok(ActionKind::Activate),
-                other => Err(format!(
-                    "{other:?} is not one of open, close, reset, activate"
-                )),
-            };
-            match kind {
-                Err(e) => Err(e),
-                Ok(kind) => st
-                    .poll_action(&poll, kind)
-                    .await
-                    .map(|p| json!(p))
-                    .map_err(|e| e.to_string()),
-            }
-        }
+        Request::Poll { action, poll } => match action.parse::<ActionKind>() {
+            Err(e) => Err(e.to_string()),
+            Ok(kind) => st
+                .poll_action(&poll, kind)
+                .await
+                .map(|p| json!(p))
+                .map_err(|e| e.to_string()),
+        },
         Request::Tap { reader, tag } => match TagUid::parse(&tag) {
             Err(e) => Err(e.to_string()),
             Ok(tag) => st
@@ -247,9 +296,9 @@ async fn handle(
             }),
         },
         Request::Export { format } => {
-            let csv = match format.as_str() {
-                "csv" => true,
-                "json" => false,
+            let format = match format.as_str() {
+                "csv" => ExportFormat::Csv,
+                "json" => ExportFormat::Json,
                 other => {
                     return send(
                         &mut wr,
@@ -258,25 +307,11 @@ async fn handle(
                     .await;
                 }
             };
-            let mut rx = st.store().export(None);
-            if csv {
-                send(
-                    &mut wr,
-                    &json!({"line": crate::store::CSV_HEADER.trim_end()}),
-                )
-                .await?;
-            }
+            let mut lines = st.export(None, format);
             let mut failed = None;
-            while let Some(t) = rx.recv().await {
-                match t {
-                    Ok(t) => {
-                        let line = if csv {
-                            crate::store::csv_line(&t).trim_end().to_string()
-                        } else {
-                            serde_json::to_string(&t).unwrap_or_default()
-                        };
-                        send(&mut wr, &json!({"line": line})).await?;
-                    }
+            while let Some(line) = lines.next().await {
+                match line {
+                    Ok(line) => send(&mut wr, &json!({ "line": line })).await?,
                     Err(e) => {
                         failed = Some(e.to_string());
                         break;
@@ -299,21 +334,6 @@ async fn handle(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn tap_json(
-    station: &str,
-    seq: u64,
-    reader: &str,
-    tag: &str,
-    poll: &str,
-    answer: &str,
-    at: i64,
-    counted: Option<bool>,
-) -> Value {
-    json!({"station": station, "seq": seq, "reader": reader, "tag": tag, "poll": poll,
-           "answer": answer, "at": at, "counted": counted})
-}
-
 /// Everything on one screen.
 fn status(st: &StationHandle) -> Value {
     let snap = st.snapshot();
@@ -328,7 +348,8 @@ fn status(st: &StationHandle) -> Value {
             })
         })
         .collect();
-    let uptime_s = (crate::station::now_ms() - snap.started_at).max(0) / 1000;
+    let uptime_s = (now_ms() - snap.started_at).max(0) / 1000;
+    let (path, size) = st.log_file();
     json!({
         "station": snap.station,
         "started_at": snap.started_at,
@@ -344,9 +365,9 @@ fn status(st: &StationHandle) -> Value {
             "writable": snap.store.writable,
             "error": snap.store.error,
             "taps": snap.store.taps,
-            "size_bytes": st.store().size_bytes(),
-            "path": st.store().path(),
+            "size_bytes": size,
+            "path": path,
         },
-        "health": crate::health::overview(&snap),
+        "health": health::overview(&snap),
     })
 }

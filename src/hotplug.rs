@@ -5,13 +5,15 @@
 //! escaped path: `/dev/rfid/post-1` → `dev-rfid-post\x2d1.device`). This
 //! module calls `Subscribe` on `org.freedesktop.systemd1.Manager`, lists the
 //! device units already there (`ListUnitsByPatterns`) and follows `UnitNew` /
-//! `UnitRemoved`. Each reader task watches its own device's [`Presence`]:
+//! `UnitRemoved`. Each reader task watches its own device's presence
+//! ([`DevicePresence`], through the [`Devices::watch`] that `app` hands the
+//! readers):
 //! it opens the device the moment the unit appears and drops it the moment
 //! the unit goes, instead of finding out from an I/O timeout. Devices that
 //! match `[hotplug] pattern` but no configured reader are reported to the
 //! Station, which shows them to the operator for binding.
 //!
-//! Without a system bus or systemd, every device is [`Presence::Unknown`] and
+//! Without a system bus or systemd, every device is [`DevicePresence::Unknown`] and
 //! readers fall back to retrying their device with back-off.
 //!
 //! D-Bus API: org.freedesktop.systemd1(5),
@@ -27,8 +29,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HotplugConfig;
-use crate::station::{Command, HotplugState, HotplugStatus};
+use crate::domain::backoff::Backoff;
+use crate::station::{Command, DevicePresence, DeviceWatch, HotplugState, HotplugStatus};
 
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// One unit as `ListUnits*` returns it: name, description, load state,
@@ -63,15 +67,6 @@ trait Manager {
     fn unit_new(&self, id: String, unit: zbus::OwnedObjectPath) -> zbus::Result<()>;
     #[zbus(signal)]
     fn unit_removed(&self, id: String, unit: zbus::OwnedObjectPath) -> zbus::Result<()>;
-}
-
-/// Whether a device is there, as far as systemd says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Presence {
-    /// Not watched (no bus, no systemd, or hotplug disabled).
-    Unknown,
-    Present,
-    Absent,
 }
 
 /// The systemd device unit name of a device path (`systemd-escape --path`).
@@ -139,15 +134,15 @@ struct Inner {
     /// Whether systemd is being followed (else everything is `Unknown`).
     watching: bool,
     present: HashSet<String>,
-    watchers: HashMap<String, watch::Sender<Presence>>,
+    watchers: HashMap<String, watch::Sender<DevicePresence>>,
 }
 
 impl Inner {
-    fn presence(&self, unit: &str) -> Presence {
+    fn presence(&self, unit: &str) -> DevicePresence {
         match (self.watching, self.present.contains(unit)) {
-            (false, _) => Presence::Unknown,
-            (true, true) => Presence::Present,
-            (true, false) => Presence::Absent,
+            (false, _) => DevicePresence::Unknown,
+            (true, true) => DevicePresence::Present,
+            (true, false) => DevicePresence::Absent,
         }
     }
 
@@ -162,15 +157,16 @@ impl Inner {
 impl Devices {
     /// Follow one device's presence.
     #[must_use]
-    pub fn watch(&self, device: &Path) -> watch::Receiver<Presence> {
+    pub fn watch(&self, device: &Path) -> DeviceWatch {
         let unit = unit_name(device);
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let p = inner.presence(&unit);
-        inner
+        let presence = inner
             .watchers
-            .entry(unit)
+            .entry(unit.clone())
             .or_insert_with(|| watch::channel(p).0)
-            .subscribe()
+            .subscribe();
+        DeviceWatch { presence, unit }
     }
 
     fn update(&self, f: impl FnOnce(&mut Inner)) {
@@ -220,7 +216,7 @@ pub async fn run(
             return;
         }
     };
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     let mut last_error = String::new();
     loop {
         let result = follow(&devices, &pattern, &station, &mut backoff, &shutdown).await;
@@ -233,9 +229,9 @@ pub async fn run(
             Err(e) => e,
         };
         if err.to_string() == last_error {
-            tracing::debug!(error = %err, retry_in_ms = backoff.as_millis(), "hotplug: still cannot follow systemd's device units");
+            tracing::debug!(error = %err, retry_in_ms = backoff.peek().as_millis(), "hotplug: still cannot follow systemd's device units");
         } else {
-            tracing::warn!(error = %err, retry_in_ms = backoff.as_millis(), "hotplug: cannot follow systemd's device units; readers retry their devices instead");
+            tracing::warn!(error = %err, retry_in_ms = backoff.peek().as_millis(), "hotplug: cannot follow systemd's device units; readers retry their devices instead");
             last_error = err.to_string();
         }
         report(
@@ -246,9 +242,8 @@ pub async fn run(
         .await;
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(backoff.fail()) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -266,7 +261,7 @@ async fn follow(
     devices: &Devices,
     pattern: &glob::Pattern,
     station: &mpsc::Sender<Command>,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
     shutdown: &CancellationToken,
 ) -> Result<(), FollowError> {
     let conn = zbus::Connection::system().await?;
@@ -284,7 +279,7 @@ async fn follow(
         .filter(|u| u.3 == "active" || u.4 == "plugged")
         .map(|u| u.0)
         .collect::<HashSet<_>>();
-    *backoff = Duration::from_millis(250);
+    backoff.reset();
     tracing::info!(
         devices = listed.len(),
         "hotplug: following systemd's device units"
@@ -373,15 +368,15 @@ mod tests {
     #[tokio::test]
     async fn presence_follows_updates() {
         let d = Devices::default();
-        let mut rx = d.watch(Path::new("/dev/rfid/a"));
-        assert_eq!(*rx.borrow_and_update(), Presence::Unknown);
+        let mut rx = d.watch(Path::new("/dev/rfid/a")).presence;
+        assert_eq!(*rx.borrow_and_update(), DevicePresence::Unknown);
         d.update(|i| i.watching = true);
-        assert_eq!(*rx.borrow_and_update(), Presence::Absent);
+        assert_eq!(*rx.borrow_and_update(), DevicePresence::Absent);
         d.update(|i| {
             i.present.insert("dev-rfid-a.device".into());
         });
         assert!(rx.has_changed().unwrap());
-        assert_eq!(*rx.borrow_and_update(), Presence::Present);
+        assert_eq!(*rx.borrow_and_update(), DevicePresence::Present);
         d.update(|i| {
             i.present.insert("dev-rfid-b.device".into());
         });

@@ -3,53 +3,62 @@
 //! People tap a tag on the reader at the answer they choose; the station
 //! makes the tap durable, tells them it counted, and shows the tally live.
 //!
-//! Map of the crate (dependencies point inward, to the pure domain):
+//! # Layers
 //!
-//! - domain, pure, no I/O:
-//!   - [`poll`]: polls, answers, rules, tag UIDs, taps and their total order;
-//!   - [`tally`]: the incremental tally engine (equal to a rebuild from the log);
-//! - [`config`]: the TOML file, validated with line-accurate errors;
-//! - [`store`]: the durable log (SQLite, WAL, group commit) on its own thread;
-//! - [`station`]: the one task that owns the state, batches commits, and
-//!   announces changes (`watch` for state, `broadcast` for events);
-//! - outside systems, each a client of the Station:
-//!   - [`reader`]: serial RFID readers (one task each; codecs per protocol);
-//!   - [`web`]: HTTP API, SSE, results page (axum);
-//!   - [`serve`]: the HTTP listener; crowds of event streams on their own low-priority runtime;
-//!   - [`network`]: NetworkManager's online/offline over D-Bus (zbus);
-//!   - [`hotplug`]: readers plugged in and out, from systemd's device units (zbus);
-//!   - [`identity`]: tags to people (people file, anyMeta over OAuth 1.0a), off the hot path;
-//!   - [`xmpp`]: votes published over XMPP pubsub from a durable outbox; remote results heard;
-//!   - `screen`: the GTK tally screen (feature `gtk`), on the main thread;
-//! - [`sim`]: simulated readers on pseudo-terminals (demo, tests, `pollstation sim`);
-//! - [`metrics`]: Prometheus metrics;
-//! - [`priority`]: lower CPU priority for the threads that must not slow the intake;
-//! - [`health`]: the status overview (level, message and fix per component);
-//! - [`service`]: wires the parts together and shuts them down in order;
-//! - [`control`] / [`ctl`]: the live admin console (Unix socket, `pollstation ctl`);
-//! - [`systemd`]: sd_notify (ready, reloading, stopping, watchdog);
-//! - [`demo`]: the built-in demo config and simulated visitors.
+//! Each layer imports only the layers above it in this list; nothing
+//! imports a layer below it, and there are no cycles (`tests/architecture.rs`
+//! reads `src/` and fails on an import that breaks this):
+//!
+//! 1. [`domain`] — the pure core: polls, tags, taps, people, the tally
+//!    fold, the intake rules, back-off, text checks. std, serde, thiserror
+//!    and hex only; no tokio, no I/O, no clock.
+//! 2. [`sys`] — what is asked of the OS: thread priorities, the wall clock,
+//!    secrets, the private data directory. Imports no other layer.
+//! 3. [`config`] — the TOML file: raw serde structs, validation with lines,
+//!    the typed [`config::Config`].
+//! 4. [`store`] — the durable log (SQLite, WAL, group commit), its schema,
+//!    replay and export. The only user of rusqlite.
+//! 5. [`station`] — the actor that owns the state: its API (commands,
+//!    handle, errors), its view (snapshot, events), recovery, the commit
+//!    loop; metrics and the health overview.
+//! 6. adapters, one per outside system, each a client of the Station's API
+//!    and view; an adapter never imports another (where one needs
+//!    another's output, `app` hands it in):
+//!    - [`reader`]: serial RFID readers (one task each; codecs per protocol);
+//!    - [`network`]: NetworkManager's online/offline over D-Bus (zbus);
+//!    - [`hotplug`]: readers plugged in and out, from systemd's device units (zbus);
+//!    - [`identity`]: tags to people (people file, anyMeta over OAuth 1.0a; reqwest);
+//!    - [`xmpp`]: votes published over pubsub from a durable outbox (tokio-xmpp);
+//!    - [`web`]: HTTP API, SSE, the pages, and HTTP serving (axum);
+//!    - `screen`: the GTK tally screen (feature `gtk`), on the main thread;
+//!    - [`control`]: the live admin console's Unix socket.
+//! 7. [`app`] — start-up wiring, shutdown, systemd, the admin token, the
+//!    demo and the simulated readers.
+//! 8. [`cli`] — the subcommands; `main.rs` only parses arguments.
+//!
+//! Outside crates stay in their adapter: axum in `web`, zbus in `network`
+//! and `hotplug`, tokio-xmpp in `xmpp`, gtk in `screen`, reqwest in
+//! `identity`, rusqlite in `store`.
+
+pub mod domain;
+pub mod sys;
 
 pub mod config;
+
+pub mod store;
+
+pub mod station;
+
 pub mod control;
-pub mod ctl;
-pub mod demo;
-pub mod health;
 pub mod hotplug;
 pub mod identity;
-pub mod metrics;
 pub mod network;
-pub mod poll;
-pub mod priority;
 pub mod reader;
 #[cfg(feature = "gtk")]
 pub mod screen;
-pub mod serve;
-pub mod service;
-pub mod sim;
-pub mod station;
-pub mod store;
-pub mod systemd;
-pub mod tally;
 pub mod web;
 pub mod xmpp;
+
+pub mod app;
+
+pub mod cli;

@@ -22,11 +22,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::NetworkConfig;
-use crate::station::{Command, NetState, NetworkStatus, now_ms};
+use crate::domain::backoff::Backoff;
+use crate::station::{Command, NetState, NetworkStatus};
+use crate::sys::clock::now_ms;
 
 const NM_BUS_NAME: &str = "org.freedesktop.NetworkManager";
 const NM_PATH: &str = "/org/freedesktop/NetworkManager";
 /// Longest wait before trying the system bus again.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 #[zbus::proxy(
@@ -89,7 +92,7 @@ pub async fn run(cfg: NetworkConfig, station: mpsc::Sender<Command>, shutdown: C
             .await;
         return;
     }
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     let mut last_error = String::new();
     loop {
         let err = match watch(&cfg, &mut reporter, &mut backoff, &shutdown).await {
@@ -101,16 +104,15 @@ pub async fn run(cfg: NetworkConfig, station: mpsc::Sender<Command>, shutdown: C
             .await;
         // Said once at warn level; the same error again only at debug.
         if err.to_string() == last_error {
-            tracing::debug!(error = %err, retry_in_ms = backoff.as_millis(), "network: still cannot watch NetworkManager");
+            tracing::debug!(error = %err, retry_in_ms = backoff.peek().as_millis(), "network: still cannot watch NetworkManager");
         } else {
-            tracing::warn!(error = %err, retry_in_ms = backoff.as_millis(), "network: cannot watch NetworkManager");
+            tracing::warn!(error = %err, retry_in_ms = backoff.peek().as_millis(), "network: cannot watch NetworkManager");
             last_error = err.to_string();
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(backoff.fail()) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -174,7 +176,7 @@ async fn read(nm: &NetworkManagerProxy<'_>) -> Result<Option<(NetState, String)>
 async fn watch(
     cfg: &NetworkConfig,
     reporter: &mut Reporter,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
     shutdown: &CancellationToken,
 ) -> Result<(), WatchError> {
     let conn = zbus::Connection::system().await?;
@@ -191,7 +193,7 @@ async fn watch(
     let mut owner = nm.inner().receive_owner_changed().await?;
     let mut signals = nm.receive_nm_state_changed().await?;
     let mut changed = props.receive_properties_changed().await?;
-    *backoff = Duration::from_millis(250);
+    backoff.reset();
     tracing::debug!("network: watching NetworkManager on the system bus");
 
     const ABSENT: &str = "NetworkManager is not running";

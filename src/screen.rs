@@ -18,7 +18,10 @@ use gtk4 as gtk;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::station::{Event, ReaderStatus, Snapshot, StationHandle};
+use crate::domain::TagUid;
+use crate::station::health;
+use crate::station::{Event, PersonEvent, ReaderStatus, Snapshot, StationHandle};
+use crate::sys::priority;
 
 /// What the tokio side tells the screen.
 enum Msg {
@@ -26,10 +29,10 @@ enum Msg {
     Tap {
         counted: bool,
         first_name: Option<Arc<str>>,
-        tag: crate::poll::TagUid,
+        tag: TagUid,
     },
     /// The voter of a recent tap was named after the tap.
-    Person(crate::station::PersonEvent),
+    Person(PersonEvent),
     Quit,
 }
 
@@ -73,7 +76,7 @@ pub fn display_present() -> bool {
 
 /// Run the screen on this (the main) thread until the window is closed or
 /// `shutdown` is cancelled. Cancels `shutdown` itself when the window closes.
-/// Lowers this thread's CPU priority (see [`crate::priority`]); the tokio
+/// Lowers this thread's CPU priority (see [`crate::sys::priority`]); the tokio
 /// threads, started before, keep theirs.
 pub fn run(
     station: &StationHandle,
@@ -85,7 +88,7 @@ pub fn run(
     rt.spawn(forward(station.clone(), tx, shutdown.clone()));
     // Drawing never goes before a tap: this thread, and the renderer
     // threads GTK starts from it, yield to the intake when the CPU is busy.
-    crate::priority::lower_this_thread(crate::priority::SCREEN_NICE);
+    priority::lower_this_thread(priority::SCREEN_NICE);
 
     let app = gtk::Application::builder()
         .application_id("org.pollstation.Screen")
@@ -185,7 +188,7 @@ struct View {
     banner: gtk::Label,
     banner_gen: Cell<u64>,
     /// The tag the banner thanks (to name it when the name arrives).
-    banner_tag: RefCell<Option<crate::poll::TagUid>>,
+    banner_tag: RefCell<Option<TagUid>>,
     /// Poll shown: `None` follows the active poll; arrows pick another.
     chosen: Cell<Option<usize>>,
     last: RefCell<Option<Arc<Snapshot>>>,
@@ -503,8 +506,8 @@ impl View {
             snap.readers.len(),
             snap.network.state.as_str()
         );
-        if snap.xmpp.state != "disabled" {
-            status.push_str(&format!(" · XMPP {}", snap.xmpp.state));
+        if snap.xmpp.state != crate::station::XmppState::Disabled {
+            status.push_str(&format!(" · XMPP {}", snap.xmpp.state.as_str()));
             if snap.xmpp.outbox > 0 {
                 status.push_str(&format!(" — {} queued", snap.xmpp.outbox));
             }
@@ -512,9 +515,9 @@ impl View {
         if !snap.remote.is_empty() {
             status.push_str(&format!(" · {} remote result(s)", snap.remote.len()));
         }
-        let overview = crate::health::overview(snap);
+        let overview = health::overview(snap);
         if let Some(c) = overview.components.iter().find(|c| {
-            c.level >= crate::health::Level::Warning
+            c.level >= health::Level::Warning
                 && c.component != "store"
                 && !c.component.starts_with("reader:")
         }) {
@@ -537,7 +540,7 @@ impl View {
     }
 
     /// The name of the voter on the banner arrived: thank them by name.
-    fn named(&self, p: &crate::station::PersonEvent) {
+    fn named(&self, p: &PersonEvent) {
         if self.banner.is_visible() && self.banner_tag.borrow().as_ref() == Some(&p.tag) {
             self.banner
                 .set_text(&format!("Thank you, {}!", p.first_name));
@@ -550,7 +553,7 @@ impl View {
     }
 
     /// The banner after each tap, for about three seconds.
-    fn thanks(self: &Rc<Self>, counted: bool, first_name: Option<&str>, tag: crate::poll::TagUid) {
+    fn thanks(self: &Rc<Self>, counted: bool, first_name: Option<&str>, tag: TagUid) {
         let text = match (counted, first_name) {
             (true, Some(n)) => format!("Thank you, {n}!"),
             (true, None) => "Thank you!".to_string(),

@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use chromium::wait_until;
 use common::{Sse, Station, WAIT};
 use fantoccini::Locator;
+use pollstation::app::sim::SimReader;
 use pollstation::config::Protocol;
 use pollstation::hotplug::unit_name;
-use pollstation::sim::SimReader;
 use zbus::object_server::SignalEmitter;
 
 const NM_NAME: &str = "org.freedesktop.NetworkManager";
@@ -671,7 +671,7 @@ async fn xmpp_waits_while_networkmanager_says_offline_and_flushes_when_online() 
     let nm = serve_nm(&bus, 70, 4).await;
     let prosody = Prosody::start(dir.path());
     let pw = dir.path().join("xmpp.password");
-    std::fs::write(&pw, PASSWORD).unwrap();
+    common::write_secret(&pw, PASSWORD);
     let extra = format!(
         "[network]\ndebounce_ms = 100\n[hotplug]\nenabled = false\n\
          [xmpp]\njid = \"station@localhost\"\npassword_file = \"{}\"\nserver = \"127.0.0.1:{}\"\n\

@@ -8,16 +8,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{Sse, WAIT};
+use pollstation::app;
+use pollstation::app::sim::SimReader;
 use pollstation::config::{Config, Protocol};
-use pollstation::service;
-use pollstation::sim::SimReader;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 struct Rig {
     _dir: tempfile::TempDir,
     dev: std::path::PathBuf,
-    running: Option<service::Running>,
+    running: Option<app::Running>,
     shutdown: CancellationToken,
     base: String,
     token: String,
@@ -70,7 +70,7 @@ answers = [
     }
     let cfg = Config::parse(&text, dir.path()).unwrap();
     let shutdown = CancellationToken::new();
-    let running = service::start(&cfg, shutdown.clone()).await.unwrap();
+    let running = app::start(&cfg, shutdown.clone()).await.unwrap();
     let base = format!("http://{}", running.http_addr);
     let sse = Sse::connect(&format!("{base}/api/v1/events")).await;
     Rig {
@@ -484,7 +484,7 @@ answer = "a"
     );
     let cfg = Config::parse(&text, dir.path()).unwrap();
     let shutdown = CancellationToken::new();
-    let running = service::start(&cfg, shutdown.clone()).await.unwrap();
+    let running = app::start(&cfg, shutdown.clone()).await.unwrap();
     let mut sse = Sse::connect(&format!("http://{}/api/v1/events", running.http_addr)).await;
     let ev = sse.reader_status("late", "disconnected").await;
     let text = ev.to_string();

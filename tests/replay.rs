@@ -2,9 +2,9 @@
 //! as from the whole log.
 
 use pollstation::config::Config;
-use pollstation::poll::TagUid;
+use pollstation::domain::ActionKind;
+use pollstation::domain::TagUid;
 use pollstation::station;
-use pollstation::store::ActionKind;
 use tokio_util::sync::CancellationToken;
 
 fn config(dir: &std::path::Path) -> Config {
@@ -68,7 +68,7 @@ async fn start(
     CancellationToken,
 ) {
     let token = CancellationToken::new();
-    let started = station::start(cfg, token.clone(), Default::default()).unwrap();
+    let started = station::start(cfg, token.clone(), Default::default(), None).unwrap();
     let (h, task) = (started.handle, started.task);
     (h, task, token)
 }
@@ -94,7 +94,7 @@ async fn snapshot_plus_tail_equals_full_replay() {
     let (h, task, token) = start(&cfg).await;
     let startup = h.snapshot().store.startup;
     assert!(
-        startup.from_snapshot && startup.replayed_taps == 0,
+        startup.from_checkpoint && startup.replayed_taps == 0,
         "{startup:?}"
     );
     assert_eq!(h.snapshot().tallies, before);
@@ -117,7 +117,7 @@ async fn snapshot_plus_tail_equals_full_replay() {
     let (h, task, token) = start(&cfg).await;
     let startup = h.snapshot().store.startup;
     assert!(
-        !startup.from_snapshot && startup.replayed_taps == 350,
+        !startup.from_checkpoint && startup.replayed_taps == 350,
         "{startup:?}"
     );
     assert_eq!(h.snapshot().tallies, after);
@@ -131,7 +131,7 @@ async fn snapshot_plus_tail_equals_full_replay() {
 
     // A snapshot taken under another config is refused: the log is replayed.
     let mut changed = cfg.clone();
-    changed.polls[0].rule = pollstation::poll::Rule::Unlimited;
+    changed.polls[0].rule = pollstation::domain::Rule::Unlimited;
     let (h, task, token) = start(&changed).await;
     let one = h.snapshot().tally("one").unwrap().clone();
     assert!(

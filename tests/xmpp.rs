@@ -28,7 +28,7 @@ fn station_env(
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let pw = dir.join("xmpp.password");
-    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    common::write_secret(&pw, &format!("{PASSWORD}\n"));
     let cfg = format!(
         "[network]\nwatch = false\n[hotplug]\nenabled = false\n\
          [xmpp]\njid = \"station@localhost\"\npassword_file = \"{}\"\nserver = \"127.0.0.1:{}\"\n\
@@ -289,7 +289,7 @@ async fn a_subscribed_station_shows_remote_results() {
     let data = bdir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let pw = bdir.join("xmpp.password");
-    std::fs::write(&pw, PASSWORD).unwrap();
+    common::write_secret(&pw, PASSWORD);
     let cfg = common::config(
         &data,
         &format!(

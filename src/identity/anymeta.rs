@@ -6,8 +6,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::Person;
 use super::oauth::{self, Credentials, Method};
+use crate::domain::{Person, text};
+
+/// The most of an answer read (an identify answer is a few hundred bytes;
+/// a site that sends more is broken or hostile).
+const MAX_BODY: usize = 64 * 1024;
 
 /// Why a lookup failed (retried, and counted by the circuit breaker).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,7 +26,14 @@ pub enum AnyMetaError {
     Api { code: i64, msg: String },
     #[error("anyMeta sent something that is not the expected JSON: {0}")]
     Malformed(String),
+    #[error("anyMeta's answer is larger than {} KiB", MAX_BODY / 1024)]
+    TooLarge,
 }
+
+/// Why the client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct ClientError(#[from] reqwest::Error);
 
 /// Strip HTML tags and decode the few entities titles carry.
 #[must_use]
@@ -103,10 +114,16 @@ pub fn parse_identify(body: &str) -> Result<Option<Person>, AnyMetaError> {
         .map(strip_html)
         .or_else(|| full.split_whitespace().next().map(str::to_string))
         .unwrap_or_default();
+    // Names are shown and published: control characters (which XML
+    // forbids) are dropped here, where they enter the station.
+    let (clean_name, clean_first) = (text::printable(&full), text::printable(&first));
+    if clean_name != full || clean_first != first {
+        tracing::warn!(person = %id, "anyMeta sent a name with control characters; they are dropped");
+    }
     Ok(Some(Person {
-        id: format!("anymeta:{id}"),
-        name: full,
-        first,
+        id: format!("anymeta:{}", text::printable(&id)),
+        name: clean_name.into_owned(),
+        first: clean_first.into_owned(),
     }))
 }
 
@@ -125,12 +142,11 @@ impl Client {
         creds: Credentials,
         method: Method,
         timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .build()?;
         Ok(Self {
             http,
             entrypoint: entrypoint.to_string(),
@@ -172,13 +188,24 @@ impl Client {
         if !status.is_success() {
             return Err(AnyMetaError::Http(status.as_u16()));
         }
-        resp.text().await.map_err(|e| {
+        if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(AnyMetaError::TooLarge);
+        }
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
             if e.is_timeout() {
                 AnyMetaError::Timeout
             } else {
                 AnyMetaError::Connect(e.to_string())
             }
-        })
+        })? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(AnyMetaError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        String::from_utf8(body).map_err(|e| AnyMetaError::Malformed(e.to_string()))
     }
 
     /// Who carries this tag (`urn:rfid:…`)?
@@ -252,5 +279,16 @@ mod tests {
             parse_identify(r#"{"title": "x"}"#),
             Err(AnyMetaError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn control_characters_in_a_name_are_dropped() {
+        let p = parse_identify("{\"id\": 1, \"name\": {\"first\": \"An\\u0001na\", \"full\": \"An\\u0001na de Vries\"}}")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (p.first.as_str(), p.name.as_str()),
+            ("Anna", "Anna de Vries")
+        );
     }
 }

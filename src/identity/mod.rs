@@ -13,143 +13,42 @@ pub mod anymeta;
 pub mod oauth;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IdentityConfig;
-use crate::poll::TagUid;
-use crate::station::{Command, NetState, StationHandle};
-
-/// A person, as far as the station needs one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Person {
-    /// Unique across sources: `anymeta:<id>` or `local:<person_id>`.
-    pub id: String,
-    pub name: String,
-    pub first: String,
-}
+use crate::config::people::load as load_people;
+use crate::domain::backoff::Backoff;
+use crate::domain::{Person, TagUid};
+use crate::station::{Command, IdentityState, NetState, StationHandle};
+use crate::sys::secret::{SecretError, SecretSource};
 
 /// Open the breaker after this many failures in a row (for
 /// `[identity] breaker_open_s`; then one trial call decides).
 const BREAKER_FAILURES: u32 = 5;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often the people file is checked for changes.
 const PEOPLE_CHECK: Duration = Duration::from_secs(2);
 
-/// One line of the people file that is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeopleProblem {
-    pub line: usize,
-    pub message: String,
-}
-
-/// Read a people file: `tag,name,person_id` per line (a header line
-/// `tag,name,person_id` is allowed; `#` starts a comment).
-pub fn parse_people(text: &str) -> Result<HashMap<TagUid, Person>, Vec<PeopleProblem>> {
-    let mut out = HashMap::new();
-    let mut problems = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        let n = i + 1;
-        if line.is_empty()
-            || line.starts_with('#')
-            || (n == 1 && line.eq_ignore_ascii_case("tag,name,person_id"))
-        {
-            continue;
-        }
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        if fields.len() != 3 {
-            problems.push(PeopleProblem {
-                line: n,
-                message: format!(
-                    "expected 3 fields (tag,name,person_id), found {}",
-                    fields.len()
-                ),
-            });
-            continue;
-        }
-        let tag = match TagUid::parse(fields[0]) {
-            Ok(t) => t,
-            Err(e) => {
-                problems.push(PeopleProblem {
-                    line: n,
-                    message: format!("tag {:?}: {e}", fields[0]),
-                });
-                continue;
-            }
-        };
-        if fields[1].is_empty() || fields[2].is_empty() {
-            problems.push(PeopleProblem {
-                line: n,
-                message: "name and person_id must not be empty".into(),
-            });
-            continue;
-        }
-        let person = Person {
-            id: format!("local:{}", fields[2]),
-            name: fields[1].to_string(),
-            first: fields[1]
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_string(),
-        };
-        if out.insert(tag.clone(), person).is_some() {
-            problems.push(PeopleProblem {
-                line: n,
-                message: format!("tag {} is listed twice", tag.as_str()),
-            });
-        }
-    }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(problems)
-    }
-}
-
-/// Read the people file, problems as `FILE:LINE: message`.
-pub fn load_people(path: &Path) -> Result<HashMap<TagUid, Person>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse_people(&text).map_err(|ps| {
-        ps.iter()
-            .map(|p| format!("{}:{}: {}", path.display(), p.line, p.message))
-            .collect::<Vec<_>>()
-            .join("\n")
-    })
+/// Why anyMeta's credentials cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The message names the key, never the value.
+    #[error("{path}: {message}")]
+    Malformed { path: String, message: String },
 }
 
 /// anyMeta credentials: a TOML file with c_key, c_sec, t_key, t_sec, mode
 /// 0600 (checked), or the systemd credential `pollstation-anymeta`.
-pub fn load_credentials(path: Option<&Path>) -> Result<oauth::Credentials, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let path: PathBuf = match path {
-        Some(p) => {
-            let mode = std::fs::metadata(p)
-                .map_err(|e| format!("{}: {e}", p.display()))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(format!(
-                    "{} is readable by others (mode {:o}): chmod 600 it",
-                    p.display(),
-                    mode & 0o777
-                ));
-            }
-            p.to_path_buf()
-        }
-        None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
-            Some(d) => Path::new(&d).join("pollstation-anymeta"),
-            None => return Err("no anyMeta credentials: set [identity] credentials or the credential pollstation-anymeta".into()),
-        },
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn load_credentials(path: Option<&Path>) -> Result<oauth::Credentials, CredentialsError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Raw {
@@ -158,9 +57,20 @@ pub fn load_credentials(path: Option<&Path>) -> Result<oauth::Credentials, Strin
         t_key: String,
         t_sec: String,
     }
-    // The error names the key, never the value.
-    let raw: Raw =
-        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+    let source = SecretSource {
+        what: "anyMeta credentials",
+        setting: "[identity] credentials",
+        credential: "pollstation-anymeta",
+        file: path,
+    };
+    let text = source.read()?;
+    let raw: Raw = toml::from_str(&text).map_err(|e| CredentialsError::Malformed {
+        path: source
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        message: e.message().to_string(),
+    })?;
     Ok(oauth::Credentials {
         consumer_key: raw.c_key,
         consumer_secret: raw.c_sec,
@@ -179,27 +89,27 @@ struct Breaker {
 /// Tells the Station how identity is doing (once per change).
 struct Status {
     station: StationHandle,
-    last: Mutex<(String, String)>,
+    last: Mutex<Option<(IdentityState, String)>>,
 }
 
 impl Status {
-    async fn set(&self, state: &str, detail: impl Into<String>) {
+    async fn set(&self, state: IdentityState, detail: impl Into<String>) {
         let detail = detail.into();
         let mut last = self.last.lock().await;
-        if last.0 == state && last.1 == detail {
+        if last
+            .as_ref()
+            .is_some_and(|(s, d)| *s == state && *d == detail)
+        {
             return;
         }
-        if last.0 != state {
-            tracing::info!(state, detail, "identity");
+        if last.as_ref().is_none_or(|(s, _)| *s != state) {
+            tracing::info!(state = ?state, detail, "identity");
         }
-        *last = (state.to_string(), detail.clone());
+        *last = Some((state, detail.clone()));
         let _ = self
             .station
             .sender()
-            .send(Command::IdentityStatus {
-                state: state.into(),
-                detail,
-            })
+            .send(Command::IdentityStatus { state, detail })
             .await;
     }
 }
@@ -213,7 +123,7 @@ pub async fn run(
 ) {
     let status = Arc::new(Status {
         station: station.clone(),
-        last: Mutex::new((String::new(), String::new())),
+        last: Mutex::new(None),
     });
     let mut people: HashMap<TagUid, Person> = HashMap::new();
     let mut people_mtime = None;
@@ -248,12 +158,14 @@ pub async fn run(
     let client = match &cfg.anymeta {
         None => None,
         Some(url) => match load_credentials(cfg.credentials.as_deref())
-            .and_then(|c| anymeta::Client::new(url, c, cfg.signature, cfg.timeout))
-        {
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                anymeta::Client::new(url, c, cfg.signature, cfg.timeout).map_err(|e| e.to_string())
+            }) {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::error!("identity: {e}");
-                status.set("degraded", e).await;
+                status.set(IdentityState::Degraded, e).await;
                 None
             }
         },
@@ -261,21 +173,29 @@ pub async fn run(
     let mut people_broken = false;
     if let Err(e) = reload_people(&mut people, &mut people_mtime) {
         tracing::error!("identity: people file: {e}");
-        status.set("degraded", format!("people file: {e}")).await;
+        status
+            .set(IdentityState::Degraded, format!("people file: {e}"))
+            .await;
         people_broken = true;
     }
     if let Some(c) = &client {
         match c.user_info().await {
-            Ok(()) => status.set("ok", "anyMeta answers").await,
+            Ok(()) => status.set(IdentityState::Ok, "anyMeta answers").await,
             Err(e) => {
                 status
-                    .set("degraded", format!("anyMeta health check: {e}"))
+                    .set(
+                        IdentityState::Degraded,
+                        format!("anyMeta health check: {e}"),
+                    )
                     .await
             }
         }
     } else if cfg.people.is_some() {
         status
-            .set("ok", format!("people file, {} people", people.len()))
+            .set(
+                IdentityState::Ok,
+                format!("people file, {} people", people.len()),
+            )
             .await;
     }
     let breaker = Arc::new(Mutex::new(Breaker::default()));
@@ -310,13 +230,18 @@ pub async fn run(
                 tags.extend(changed);
                 if std::mem::take(&mut people_broken) {
                     status
-                        .set("ok", format!("people file, {} people", people.len()))
+                        .set(
+                            IdentityState::Ok,
+                            format!("people file, {} people", people.len()),
+                        )
                         .await;
                 }
             }
             Err(e) => {
                 tracing::error!("identity: people file: {e} (the previous version stays in use)");
-                status.set("degraded", format!("people file: {e}")).await;
+                status
+                    .set(IdentityState::Degraded, format!("people file: {e}"))
+                    .await;
                 people_broken = true;
             }
         }
@@ -356,7 +281,7 @@ pub async fn run(
                 let Ok(_permit) = permits.acquire_owned().await else {
                     return;
                 };
-                let mut backoff = Duration::from_millis(500);
+                let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
                 loop {
                     if shutdown.is_cancelled() {
                         return;
@@ -364,7 +289,9 @@ pub async fn run(
                     // Offline: wait for the network instead of failing.
                     let mut w = station.watch();
                     while w.borrow_and_update().network.state == NetState::Offline {
-                        status.set("offline", "network offline: lookups wait").await;
+                        status
+                            .set(IdentityState::Offline, "network offline: lookups wait")
+                            .await;
                         tokio::select! {
                             () = shutdown.cancelled() => return,
                             r = w.changed() => if r.is_err() { return },
@@ -395,7 +322,7 @@ pub async fn run(
                                     "identity: anyMeta answers again; circuit breaker closed"
                                 );
                             }
-                            status.set("ok", "anyMeta answers").await;
+                            status.set(IdentityState::Ok, "anyMeta answers").await;
                             let _ = station
                                 .sender()
                                 .send(Command::Identity {
@@ -422,43 +349,20 @@ pub async fn run(
                                 tracing::warn!(error = %e, "identity: anyMeta keeps failing; circuit breaker open for {} s", open_for.as_secs());
                             }
                             let state = if breaker.lock().await.open_until.is_some() {
-                                "offline"
+                                IdentityState::Offline
                             } else {
-                                "degraded"
+                                IdentityState::Degraded
                             };
                             status.set(state, e.to_string()).await;
                             let jitter = Duration::from_millis(rand::random::<u64>() % 250);
                             tokio::select! {
                                 () = shutdown.cancelled() => return,
-                                () = tokio::time::sleep(backoff + jitter) => {}
+                                () = tokio::time::sleep(backoff.fail() + jitter) => {}
                             }
-                            backoff = (backoff * 2).min(MAX_BACKOFF);
                         }
                     }
                 }
             });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn people_file_is_validated_with_line_numbers() {
-        let ok = parse_people("tag,name,person_id\n04A1B2C3, Anna de Vries ,p1\n# comment\n\n04A1B2C4,Anna de Vries,p1\n").unwrap();
-        assert_eq!(ok.len(), 2);
-        let a = &ok[&TagUid::parse("04A1B2C3").unwrap()];
-        assert_eq!(
-            (a.id.as_str(), a.first.as_str(), a.name.as_str()),
-            ("local:p1", "Anna", "Anna de Vries")
-        );
-        let errs = parse_people(
-            "04A1B2C3,Anna\nzz,Bob,p2\n04A1B2C5,,p3\n04A1B2C6,Cy,p4\n04A1B2C6,Cy,p4\n",
-        )
-        .unwrap_err();
-        let lines: Vec<usize> = errs.iter().map(|p| p.line).collect();
-        assert_eq!(lines, vec![1, 2, 3, 5], "{errs:?}");
     }
 }

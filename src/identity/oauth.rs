@@ -20,20 +20,15 @@ pub fn encode(s: &str) -> String {
     utf8_percent_encode(s, ENCODE).to_string()
 }
 
-/// Signature method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    HmacSha1,
-    Plaintext,
-}
+/// Signature method: the config's choice.
+pub use crate::config::Signature as Method;
 
-impl Method {
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::HmacSha1 => "HMAC-SHA1",
-            Method::Plaintext => "PLAINTEXT",
-        }
+/// The method's name in `oauth_signature_method`.
+#[must_use]
+pub fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::HmacSha1 => "HMAC-SHA1",
+        Method::Plaintext => "PLAINTEXT",
     }
 }
 
@@ -105,7 +100,10 @@ pub fn oauth_params(
     let mut oauth = vec![
         ("oauth_consumer_key".to_string(), creds.consumer_key.clone()),
         ("oauth_nonce".to_string(), nonce.to_string()),
-        ("oauth_signature_method".to_string(), m.as_str().to_string()),
+        (
+            "oauth_signature_method".to_string(),
+            method_name(m).to_string(),
+        ),
         ("oauth_timestamp".to_string(), timestamp.to_string()),
         ("oauth_token".to_string(), creds.token.clone()),
         ("oauth_version".to_string(), "1.0".to_string()),

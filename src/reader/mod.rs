@@ -7,9 +7,9 @@
 //! can (SM130 outputs, a line back to a text sketch). A device that is
 //! missing, unplugged or failing is reported `disconnected` with the error
 //! and retried with capped back-off; it is re-attached without a restart.
-//! When systemd's device units are followed ([`crate::hotplug`]), a device
-//! that goes away is dropped at once, and a missing one is waited for
-//! instead of retried.
+//! When systemd's device units are followed (the hotplug adapter's
+//! [`DeviceWatch`], handed in by `app`), a device that goes away is dropped
+//! at once, and a missing one is waited for instead of retried.
 //!
 //! It must not interpret taps (what they mean is the Station's business) and
 //! never blocks on the Station: replies are awaited in their own tasks.
@@ -38,14 +38,17 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Protocol, ReaderConfig, UidOrder};
-use crate::hotplug::{Devices, Presence as DevicePresence};
-use crate::metrics::Metrics;
-use crate::poll::{TagError, TagUid};
-use crate::station::{Command, ReaderCtl, ReaderReport, ReaderStatus};
+use crate::domain::backoff::Backoff;
+use crate::domain::{TagError, TagUid};
+use crate::station::metrics::Metrics;
+use crate::station::{
+    Command, DevicePresence, DeviceWatch, ReaderCtl, ReaderReport, ReaderStatus, WatchDevice,
+};
 
 pub use presence::Presence;
 
-/// Longest wait between two attempts to open a missing device.
+/// First and longest wait between two attempts to open a missing device.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Frame counters are reported at most this often.
 const COUNTER_EVERY: Duration = Duration::from_secs(1);
@@ -83,7 +86,7 @@ pub async fn supervise(
     mut ctl: mpsc::UnboundedReceiver<ReaderCtl>,
     station: mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
-    devices: Devices,
+    devices: WatchDevice,
     shutdown: CancellationToken,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
@@ -91,12 +94,12 @@ pub async fn supervise(
     let start = |tasks: &mut tokio::task::JoinSet<()>,
                  running: &mut HashMap<String, CancellationToken>,
                  r: ReaderConfig| {
-        let presence = devices.watch(&r.device);
+        let device = devices(&r.device);
         let stop = shutdown.child_token();
         if let Some(old) = running.insert(r.id.clone(), stop.clone()) {
             old.cancel();
         }
-        tasks.spawn(run(r, station.clone(), metrics.clone(), presence, stop));
+        tasks.spawn(run(r, station.clone(), metrics.clone(), device, stop));
     };
     for r in readers {
         start(&mut tasks, &mut running, r);
@@ -305,15 +308,16 @@ async fn wait_to_retry(
     }
 }
 
-/// One reader, for as long as the station runs. `presence` is its device as
+/// One reader, for as long as the station runs. `device` is its device as
 /// systemd sees it.
 pub async fn run(
     cfg: ReaderConfig,
     station: mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
-    mut presence: watch::Receiver<DevicePresence>,
+    device: DeviceWatch,
     shutdown: CancellationToken,
 ) {
+    let DeviceWatch { mut presence, unit } = device;
     let (feedback_tx, mut feedback_rx) = mpsc::channel(16);
     let mut ctx = Ctx {
         presence: Presence::new(cfg.absence),
@@ -328,7 +332,7 @@ pub async fn run(
         last_counters: Instant::now(),
         reported: (0, 0),
     };
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     loop {
         let baud = ctx
             .cfg
@@ -338,12 +342,10 @@ pub async fn run(
         let result = match open(&ctx.cfg.device, baud) {
             Err(e) => Err(e),
             Ok(port) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 tokio::select! {
                     r = drive(&mut ctx, port, &mut feedback_rx, &shutdown) => r,
-                    () = unplugged(&mut presence) => Err(ReaderError::Unplugged(
-                        crate::hotplug::unit_name(&ctx.cfg.device),
-                    )),
+                    () = unplugged(&mut presence) => Err(ReaderError::Unplugged(unit.clone())),
                 }
             }
         };
@@ -356,22 +358,20 @@ pub async fn run(
         };
         let waiting = *presence.borrow() == DevicePresence::Absent;
         let error = if waiting && !matches!(err, ReaderError::Unplugged(_)) {
-            format!(
-                "not plugged in (waiting for {})",
-                crate::hotplug::unit_name(&ctx.cfg.device)
-            )
+            format!("not plugged in (waiting for {unit})")
         } else {
             err.to_string()
         };
         ctx.report(ReaderStatus::Disconnected, Some(error)).await;
-        if !wait_to_retry(&mut presence, backoff, &shutdown).await {
+        let wait = if waiting {
+            backoff.reset();
+            FIRST_BACKOFF
+        } else {
+            backoff.fail()
+        };
+        if !wait_to_retry(&mut presence, wait, &shutdown).await {
             return;
         }
-        backoff = if waiting {
-            Duration::from_millis(100)
-        } else {
-            (backoff * 2).min(MAX_BACKOFF)
-        };
     }
 }
 

@@ -17,40 +17,44 @@
 //! the Station as remote results.
 //!
 //! tokio-xmpp stays inside this module (its API changes between versions):
-//! the rest of the station sees [`run`], the outbox and Station commands.
+//! the rest of the station sees [`run`], the [`outbox::Encoder`] `app`
+//! hands the Station, and Station commands.
 
+pub mod outbox;
 pub mod payload;
+mod requests;
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_xmpp::connect::DnsConfig;
 use tokio_xmpp::jid::{BareJid, Jid};
-use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::ping::Ping;
-use tokio_xmpp::parsers::pubsub::{self, NodeName, PubSub};
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::{Client, Event, IqRequest, IqResponse, Stanza};
 
 use crate::config::{XmppConfig, XmppTls};
-use crate::station::{Command, NetState, RemoteTally, StationHandle, now_ms};
-use crate::store::OutboxItem;
+use crate::domain::backoff::Backoff;
+use crate::station::{Command, NetState, OutboxItem, StationHandle, XmppState};
+use crate::sys::secret::{SecretError, SecretSource};
+use requests::{create_node, publish, remote_results, subscribe};
 
 /// Publishes in flight at once: tokio-xmpp's stanza queue is 16 deep; with
 /// 64 in flight its client stalled for the 10 s IQ timeout again and again
 /// (36 votes/s); 8 gave 218/s, 16 gives ~660/s (`cargo bench --bench xmpp`).
 pub const WINDOW: usize = 16;
 /// An IQ not answered in this time fails the session (and is retried).
-const IQ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const IQ_TIMEOUT: Duration = Duration::from_secs(10);
 /// XEP-0199 ping interval. tokio-xmpp reconnects by itself without telling
 /// (only a fresh `Online` shows it); an unanswered ping or IQ is how a dead
 /// link is noticed when nothing is being published.
 const PING_EVERY: Duration = Duration::from_secs(15);
-/// Longest wait between two connection attempts.
+/// First and longest wait between two connection attempts.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Giving up on one login attempt.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,37 +62,30 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// node does not exist) is tried again after this, doubling up to 60 s.
 const RESUBSCRIBE_FIRST: Duration = Duration::from_secs(2);
 
-/// The password: `password_file`, else the systemd credential.
-fn password(cfg: &XmppConfig) -> Result<String, String> {
-    let path = match &cfg.password_file {
-        Some(p) => p.clone(),
-        None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
-            Some(dir) => std::path::Path::new(&dir).join("pollstation-xmpp-password"),
-            None => {
-                return Err(
-                    "no password: set [xmpp] password_file or the credential pollstation-xmpp-password"
-                        .into(),
-                );
-            }
-        },
-    };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read the XMPP password from {}: {e}", path.display()))?;
-    let pw = text.trim_end_matches(['\n', '\r']).to_string();
-    if pw.is_empty() {
-        return Err(format!(
-            "the XMPP password file {} is empty",
-            path.display()
-        ));
+/// The password: `password_file`, else the systemd credential (either
+/// refused when other users may read it).
+fn password(cfg: &XmppConfig) -> Result<String, SecretError> {
+    SecretSource {
+        what: "XMPP password",
+        setting: "[xmpp] password_file",
+        credential: "pollstation-xmpp-password",
+        file: cfg.password_file.as_deref(),
     }
-    Ok(pw)
+    .read()
 }
 
-fn client(cfg: &XmppConfig, jid: &BareJid, password: &str) -> Result<Client, String> {
+/// Why a client could not be made from the config.
+#[derive(Debug, thiserror::Error)]
+#[error("[xmpp] server {0:?} is not host:port")]
+struct BadServer(String);
+
+fn client(cfg: &XmppConfig, jid: &BareJid, password: &str) -> Result<Client, BadServer> {
     let dns = match &cfg.server {
         Some(s) => {
-            let (host, port) = s.rsplit_once(':').ok_or("server is not host:port")?;
-            let port: u16 = port.parse().map_err(|_| "server port is not a number")?;
+            let (host, port) = s
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+                .ok_or_else(|| BadServer(s.clone()))?;
             DnsConfig::no_srv(host, port)
         }
         None => DnsConfig::srv_default_client(jid.domain().as_str()),
@@ -103,26 +100,27 @@ fn client(cfg: &XmppConfig, jid: &BareJid, password: &str) -> Result<Client, Str
 /// Tells the Station how the link is.
 struct Reporter {
     station: StationHandle,
-    last: (String, String),
+    last: Option<(XmppState, String)>,
 }
 
 impl Reporter {
-    async fn set(&mut self, state: &str, detail: impl Into<String>) {
+    async fn set(&mut self, state: XmppState, detail: impl Into<String>) {
         let detail = detail.into();
-        if self.last.0 == state && self.last.1 == detail {
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(s, d)| *s == state && *d == detail)
+        {
             return;
         }
-        if self.last.0 != state {
-            tracing::info!(state, detail, "xmpp");
+        if self.last.as_ref().is_none_or(|(s, _)| *s != state) {
+            tracing::info!(state = ?state, detail, "xmpp");
         }
-        self.last = (state.to_string(), detail.clone());
+        self.last = Some((state, detail.clone()));
         let _ = self
             .station
             .sender()
-            .send(Command::Xmpp {
-                state: state.into(),
-                detail,
-            })
+            .send(Command::Xmpp { state, detail })
             .await;
     }
 }
@@ -141,13 +139,13 @@ pub async fn run(cfg: XmppConfig, station: StationHandle, shutdown: Cancellation
     let _ = tokio_xmpp::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut reporter = Reporter {
         station: station.clone(),
-        last: (String::new(), String::new()),
+        last: None,
     };
     let jid: BareJid = match cfg.jid.parse() {
         Ok(j) => j,
         Err(e) => {
             reporter
-                .set("error", format!("jid {:?}: {e}", cfg.jid))
+                .set(XmppState::Error, format!("jid {:?}: {e}", cfg.jid))
                 .await;
             return;
         }
@@ -156,22 +154,22 @@ pub async fn run(cfg: XmppConfig, station: StationHandle, shutdown: Cancellation
         Ok(p) => p,
         Err(e) => {
             tracing::error!("xmpp: {e}");
-            reporter.set("error", e).await;
+            reporter.set(XmppState::Error, e.to_string()).await;
             return;
         }
     };
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     loop {
         if !wait_for_network(&station, &mut reporter, &shutdown).await {
             return;
         }
         reporter
-            .set("connecting", format!("logging in as {jid}"))
+            .set(XmppState::Connecting, format!("logging in as {jid}"))
             .await;
         let c = match client(&cfg, &jid, &password) {
             Ok(c) => c,
             Err(e) => {
-                reporter.set("error", e).await;
+                reporter.set(XmppState::Error, e.to_string()).await;
                 return;
             }
         };
@@ -181,18 +179,18 @@ pub async fn run(cfg: XmppConfig, station: StationHandle, shutdown: Cancellation
             Ended::Offline => {}
             Ended::Failed(e) => {
                 let depth = station.snapshot().xmpp.outbox;
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis(), queued = depth, "xmpp: session ended");
+                let wait = backoff.fail();
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis(), queued = depth, "xmpp: session ended");
                 reporter
                     .set(
-                        "error",
-                        format!("{e}; retrying in {} s, {depth} queued", backoff.as_secs()),
+                        XmppState::Error,
+                        format!("{e}; retrying in {} s, {depth} queued", wait.as_secs()),
                     )
                     .await;
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
@@ -214,7 +212,10 @@ async fn wait_for_network(
             return true;
         }
         reporter
-            .set("waiting", format!("network offline; {depth} queued"))
+            .set(
+                XmppState::Waiting,
+                format!("network offline; {depth} queued"),
+            )
             .await;
         tokio::select! {
             () = shutdown.cancelled() => return false,
@@ -223,53 +224,15 @@ async fn wait_for_network(
     }
 }
 
-type Publishing =
+pub(crate) type Publishing =
     std::pin::Pin<Box<dyn Future<Output = (OutboxItem, Result<IqResponse, String>)> + Send>>;
-
-fn node_uri(service: &str, node: &str) -> String {
-    format!("xmpp:{service}?;node={node}")
-}
-
-/// Subscribe this session to a node: Ok(false) when the service refuses
-/// (typically: the node does not exist yet); Err when the connection fails.
-async fn subscribe(
-    sender: &tokio_xmpp::ClientSender,
-    bound: &Jid,
-    (svc, node): &(String, String),
-) -> Result<bool, String> {
-    let Ok(to) = svc.parse::<Jid>() else {
-        return Ok(false);
-    };
-    let req = PubSub::Subscribe {
-        // The full JID: notifications reach this session without our
-        // sending presence; each session subscribes again.
-        subscribe: Some(pubsub::pubsub::Subscribe {
-            jid: bound.clone(),
-            node: Some(NodeName(node.clone())),
-        }),
-        options: None,
-    };
-    let token = sender.send_iq(Some(to), IqRequest::Set(req.into())).await;
-    match tokio::time::timeout(IQ_TIMEOUT, token).await {
-        Ok(Ok(IqResponse::Result(_))) => {
-            tracing::info!(node = %node_uri(svc, node), "xmpp: subscribed");
-            Ok(true)
-        }
-        Ok(Ok(IqResponse::Error(e))) => {
-            tracing::info!(node = %node_uri(svc, node), condition = ?e.defined_condition, "xmpp: subscription refused; trying again later");
-            Ok(false)
-        }
-        Ok(Err(e)) => Err(format!("subscribe failed: {e:?}")),
-        Err(_) => Err("the server did not answer a subscribe".into()),
-    }
-}
 
 async fn session(
     client: Client,
     cfg: &XmppConfig,
     station: &StationHandle,
     reporter: &mut Reporter,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
     shutdown: &CancellationToken,
 ) -> Ended {
     let (sender, mut events) = client.split();
@@ -293,7 +256,7 @@ async fn session(
             Ok(Some(Event::Stanza(_))) => {}
         }
     };
-    *backoff = Duration::from_secs(1);
+    backoff.reset();
     let service: Jid = match cfg.pubsub.parse() {
         Ok(j) => j,
         Err(e) => return Ended::Failed(format!("pubsub service {:?}: {e}", cfg.pubsub)),
@@ -315,7 +278,9 @@ async fn session(
         }
         s
     };
-    reporter.set("online", online(unsubscribed.len())).await;
+    reporter
+        .set(XmppState::Online, online(unsubscribed.len()))
+        .await;
     let mut resubscribe_every = RESUBSCRIBE_FIRST;
     let mut resubscribe =
         tokio::time::interval_at(Instant::now() + resubscribe_every, resubscribe_every);
@@ -334,7 +299,6 @@ async fn session(
         let mut stalled = None;
         if more && inflight.len() < WINDOW / 2 {
             match station
-                .store()
                 .outbox_peek(sent_through, WINDOW - inflight.len())
                 .await
             {
@@ -445,7 +409,7 @@ async fn session(
                     }
                 }
                 if still.len() < unsubscribed.len() {
-                    reporter.set("online", online(still.len())).await;
+                    reporter.set(XmppState::Online, online(still.len())).await;
                 }
                 unsubscribed = still;
                 resubscribe_every = (resubscribe_every * 2).min(MAX_BACKOFF);
@@ -479,121 +443,4 @@ async fn flush(station: &StationHandle, done: &mut Vec<i64>) {
         .sender()
         .send(Command::Published(std::mem::take(done)))
         .await;
-}
-
-async fn publish(
-    sender: &tokio_xmpp::ClientSender,
-    service: &Jid,
-    item: OutboxItem,
-) -> Result<Publishing, String> {
-    let payload: Element = item
-        .payload
-        .parse()
-        .map_err(|e| format!("outbox row {} is not XML: {e}", item.id))?;
-    let req = PubSub::Publish {
-        publish: pubsub::pubsub::Publish {
-            node: NodeName(item.node.clone()),
-            items: vec![pubsub::pubsub::Item {
-                id: Some(pubsub::ItemId(item.item_id.clone())),
-                publisher: None,
-                payload: Some(payload),
-            }],
-        },
-        publish_options: None,
-    };
-    // The client's send queue is short and does not drain while the link is
-    // down (tokio-xmpp reconnects silently): bound the wait for room in it.
-    let token = tokio::time::timeout(
-        IQ_TIMEOUT,
-        sender.send_iq(Some(service.clone()), IqRequest::Set(req.into())),
-    )
-    .await
-    .map_err(|_| "the connection is stalled (cannot send)".to_string())?;
-    Ok(async move {
-        let r = match tokio::time::timeout(IQ_TIMEOUT, token).await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(format!("publish failed: {e:?}")),
-            Err(_) => Err("the server did not answer a publish".into()),
-        };
-        (item, r)
-    }
-    .boxed())
-}
-
-async fn create_node(
-    sender: &tokio_xmpp::ClientSender,
-    service: &Jid,
-    node: &str,
-    max_items: u32,
-) -> Result<(), String> {
-    use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
-    // Keep the latest items (a results site reads them back); not "max":
-    // Prosody's file storage rewrites a node's items on every publish.
-    let form = DataForm::new(
-        DataFormType::Submit,
-        "http://jabber.org/protocol/pubsub#node_config",
-        vec![
-            Field::new("pubsub#persist_items", FieldType::Boolean).with_value("1"),
-            Field::text_single("pubsub#max_items", &max_items.to_string()),
-        ],
-    );
-    let req = PubSub::Create {
-        create: pubsub::pubsub::Create {
-            node: Some(NodeName(node.to_string())),
-        },
-        configure: Some(pubsub::pubsub::Configure { form: Some(form) }),
-    };
-    let token = sender
-        .send_iq(Some(service.clone()), IqRequest::Set(req.into()))
-        .await;
-    match tokio::time::timeout(IQ_TIMEOUT, token).await {
-        Ok(Ok(IqResponse::Result(_))) => Ok(()),
-        // Someone else made it in the meantime.
-        Ok(Ok(IqResponse::Error(e))) if e.defined_condition == DefinedCondition::Conflict => Ok(()),
-        Ok(Ok(IqResponse::Error(e))) => Err(format!(
-            "cannot create node {node}: {:?} (does the account may create nodes on {service}?)",
-            e.defined_condition
-        )),
-        Ok(Err(e)) => Err(format!("create failed: {e:?}")),
-        Err(_) => Err("the server did not answer a create".into()),
-    }
-}
-
-/// Vote items in a pubsub event message, as remote results.
-fn remote_results(m: &tokio_xmpp::parsers::message::Message, own_source: &str) -> Vec<RemoteTally> {
-    let service = m.from.as_ref().map(ToString::to_string).unwrap_or_default();
-    let mut out = Vec::new();
-    for p in &m.payloads {
-        let Ok(event) = pubsub::Event::try_from(p.clone()) else {
-            continue;
-        };
-        let pubsub::event::Payload::Items {
-            node, published, ..
-        } = event.payload
-        else {
-            continue;
-        };
-        for item in published {
-            let Some(v) = item.payload.as_ref().and_then(payload::parse) else {
-                continue;
-            };
-            if v.source.as_deref() == Some(own_source) {
-                continue;
-            }
-            out.push(RemoteTally {
-                source: node_uri(&service, &node.0),
-                question_id: v.question.id,
-                question: v.question.title,
-                answers: v
-                    .question
-                    .answers
-                    .into_iter()
-                    .map(|(id, title, count, _)| (id, title, count))
-                    .collect(),
-                total: v.question.total,
-                at: now_ms(),
-            });
-        }
-    }
-    out
 }

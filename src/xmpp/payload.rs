@@ -2,11 +2,16 @@
 //! `vote/<question id>` node: `<rsp>` with `<vote>`, `<person>` and
 //! `<question>` (answers with count and percentage, total_votes). Built
 //! here for publishing and parsed here for listening; pure, no I/O.
+//!
+//! Every text is made XML-safe where it enters an element ([`text`]): a
+//! character XML 1.0 forbids becomes U+FFFD, and writing never fails on
+//! content ([`to_xml`] returns an error instead of panicking).
 
 use tokio_xmpp::minidom::Element;
 
-use crate::poll::PollDef;
-use crate::tally::TallyView;
+use crate::domain::PollDef;
+use crate::domain::tally::TallyView;
+use crate::domain::text::xml_safe;
 
 /// The namespace of `<rsp>` and its children. anyMeta's `<rsp>` had none;
 /// an XMPP payload must have one, and readers of the ikPoll schema
@@ -51,7 +56,25 @@ pub struct ParsedVote {
 }
 
 fn text(name: &str, value: impl Into<String>) -> Element {
-    Element::builder(name, NS).append(value.into()).build()
+    let value = value.into();
+    let safe = match xml_safe(&value) {
+        std::borrow::Cow::Borrowed(_) => value,
+        std::borrow::Cow::Owned(s) => s,
+    };
+    Element::builder(name, NS).append(safe).build()
+}
+
+/// Why an element could not be written as XML.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the item as XML: {0}")]
+pub struct XmlError(String);
+
+/// The element as XML text. (minidom's `String::from(&Element)` panics
+/// when writing fails; this says so instead.)
+pub fn to_xml(e: &Element) -> Result<String, XmlError> {
+    let mut out = Vec::new();
+    e.write_to(&mut out).map_err(|e| XmlError(e.to_string()))?;
+    String::from_utf8(out).map_err(|e| XmlError(e.to_string()))
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC, as ikPoll wrote timestamps.
@@ -219,7 +242,7 @@ mod tests {
     #[test]
     fn round_trips_and_escapes() {
         let (v, q) = sample();
-        let xml = String::from(&build(&v, &q));
+        let xml = to_xml(&build(&v, &q)).unwrap();
         assert!(
             xml.contains("&amp;") && xml.contains("&lt;raw&gt;"),
             "{xml}"
@@ -231,6 +254,19 @@ mod tests {
         assert_eq!(p.question, q);
         assert_eq!(p.timestamp.as_deref(), Some("2010-09-09 15:21:29"));
         assert_eq!(p.person_title, None);
+    }
+
+    #[test]
+    fn control_characters_never_stop_an_item() {
+        let (mut v, mut q) = sample();
+        v.person_title = Some("An\u{1}na".into());
+        q.title = "Lunch\u{1b}?".into();
+        q.answers[0].1 = "Piz\u{0}za".into();
+        let xml = to_xml(&build(&v, &q)).unwrap();
+        assert!(!xml.contains('\u{1}') && !xml.contains('\u{0}'), "{xml}");
+        let p = parse(&xml.parse().unwrap()).unwrap();
+        assert_eq!(p.person_title.as_deref(), Some("An\u{FFFD}na"));
+        assert_eq!(p.question.answers[0].1, "Piz\u{FFFD}za");
     }
 
     #[test]

@@ -25,6 +25,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Write a secret the way a technician must: mode 0600 (the station
+/// refuses a secret other users can read).
+pub fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 

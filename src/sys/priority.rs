@@ -89,23 +89,6 @@ pub fn raise_intake_thread() -> io::Result<()> {
     result
 }
 
-/// The station's main tokio runtime: worker threads that raise themselves
-/// with [`raise_intake_thread`] (once, when they first go idle: tokio calls
-/// that hook on workers only, never on its blocking pool's threads).
-pub fn intake_runtime() -> io::Result<tokio::runtime::Runtime> {
-    thread_local! {
-        static RAISED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .on_thread_park(|| {
-            if !RAISED.replace(true) {
-                let _ = raise_intake_thread();
-            }
-        })
-        .build()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,14 +11,17 @@
 //!   knows of the poll, so clearing the poll at reset time is exact and a tap
 //!   that turns up later with a smaller key is ignored.
 //!
-//! Owns no I/O; the Station holds the only instance.
+//! Owns no I/O; the Station holds the only instance. Its state for a
+//! checkpoint is [`TallyState`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::poll::{Person, PollDef, Rule, TagUid, Tap, TapKey};
+use super::person::Voter;
+use super::poll::{PollDef, Rule};
+use super::tap::{TagUid, Tap, TapKey};
 
 /// What applying a tap did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +76,20 @@ struct PollTally {
     last_tap: Option<LastTap>,
 }
 
+impl PollTally {
+    /// A poll nobody has voted on.
+    fn empty(def: &PollDef) -> Self {
+        Self {
+            counts: vec![0; def.answers.len()],
+            def: def.clone(),
+            cutoff: None,
+            per_tag: HashMap::new(),
+            last_key: None,
+            last_tap: None,
+        }
+    }
+}
+
 /// A poll's counts, as the API and the screens show them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TallyView {
@@ -89,7 +106,7 @@ pub struct AnswerCount {
     pub count: u64,
 }
 
-/// The engine's state, for snapshots: everything but the labels, which come
+/// The engine's state, for checkpoints: everything but the labels, which come
 /// from the config.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TallyState {
@@ -123,17 +140,7 @@ pub struct Tallies {
 impl Tallies {
     #[must_use]
     pub fn new(defs: &[PollDef]) -> Self {
-        let polls: Vec<PollTally> = defs
-            .iter()
-            .map(|def| PollTally {
-                counts: vec![0; def.answers.len()],
-                def: def.clone(),
-                cutoff: None,
-                per_tag: HashMap::new(),
-                last_key: None,
-                last_tap: None,
-            })
-            .collect();
+        let polls: Vec<PollTally> = defs.iter().map(PollTally::empty).collect();
         let index = polls
             .iter()
             .enumerate()
@@ -158,14 +165,7 @@ impl Tallies {
             return false;
         }
         self.index.insert(def.id.clone(), self.polls.len());
-        self.polls.push(PollTally {
-            counts: vec![0; def.answers.len()],
-            def: def.clone(),
-            cutoff: None,
-            per_tag: HashMap::new(),
-            last_key: None,
-            last_tap: None,
-        });
+        self.polls.push(PollTally::empty(def));
         true
     }
 
@@ -176,13 +176,7 @@ impl Tallies {
             return false;
         };
         let p = &mut self.polls[i];
-        let same_ids = p.def.answers.len() == def.answers.len()
-            && p.def
-                .answers
-                .iter()
-                .zip(&def.answers)
-                .all(|(a, b)| a.id == b.id);
-        if p.def.rule != def.rule || !same_ids {
+        if !p.def.same_shape(def) {
             return false;
         }
         p.def.question.clone_from(&def.question);
@@ -190,7 +184,7 @@ impl Tallies {
         true
     }
 
-    /// The state to snapshot.
+    /// The state to checkpoint.
     #[must_use]
     pub fn to_state(&self) -> TallyState {
         TallyState {
@@ -220,7 +214,7 @@ impl Tallies {
         }
     }
 
-    /// Restore a snapshot taken with the same polls (ids, rules and answer
+    /// Restore a checkpoint taken with the same polls (ids, rules and answer
     /// ids, in order); `None` if the config has changed since, in which case
     /// the caller rebuilds from the log.
     #[must_use]
@@ -279,15 +273,15 @@ impl Tallies {
         t
     }
 
-    fn person_of(&self, tag: &TagUid) -> Person {
+    fn voter_of(&self, tag: &TagUid) -> Voter {
         match self.identity.get(tag) {
-            Some(id) => Person::Id(id.clone()),
-            None => Person::Tag(tag.clone()),
+            Some(id) => Voter::Id(id.clone()),
+            None => Voter::Tag(tag.clone()),
         }
     }
 
     /// The tap that counts for `person` in poll `p`, under its rule.
-    fn counted_of(&self, p: usize, person: &Person) -> Option<Vote> {
+    fn counted_of(&self, p: usize, person: &Voter) -> Option<Vote> {
         let poll = &self.polls[p];
         let pick = |tag: &TagUid| -> Option<&Vote> {
             let v = poll.per_tag.get(tag)?;
@@ -297,9 +291,9 @@ impl Tallies {
             })
         };
         let best = match person {
-            Person::Tag(tag) if self.identity.contains_key(tag) => None,
-            Person::Tag(tag) => pick(tag),
-            Person::Id(id) => {
+            Voter::Tag(tag) if self.identity.contains_key(tag) => None,
+            Voter::Tag(tag) => pick(tag),
+            Voter::Id(id) => {
                 let votes = self.members.get(id)?.iter().filter_map(pick);
                 match poll.def.rule {
                     Rule::LastWins => votes.max_by(|a, b| a.key.cmp(&b.key)),
@@ -352,7 +346,7 @@ impl Tallies {
             poll.counts[answer] += 1;
             return Applied::Counted;
         }
-        let person = self.person_of(&tap.tag);
+        let person = self.voter_of(&tap.tag);
         let before = self.counted_of(p, &person);
         let vote = Vote {
             key: key.clone(),
@@ -391,10 +385,10 @@ impl Tallies {
     /// Say who owns `tag` (`None`: nobody known, the tag is its own person).
     /// Returns the ids of the polls whose counts changed.
     pub fn assign(&mut self, tag: &TagUid, person: Option<Arc<str>>) -> Vec<String> {
-        let old = self.person_of(tag);
+        let old = self.voter_of(tag);
         let new = match &person {
-            Some(id) => Person::Id(id.clone()),
-            None => Person::Tag(tag.clone()),
+            Some(id) => Voter::Id(id.clone()),
+            None => Voter::Tag(tag.clone()),
         };
         if old == new {
             return Vec::new();
@@ -407,7 +401,7 @@ impl Tallies {
             .map(|&p| (self.counted_of(p, &old), self.counted_of(p, &new)))
             .collect();
         // Move the tag.
-        if let Person::Id(id) = &old
+        if let Voter::Id(id) = &old
             && let Some(set) = self.members.get_mut(id)
         {
             set.remove(tag);
@@ -518,7 +512,7 @@ impl Tallies {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::poll::Answer;
+    use crate::domain::poll::Answer;
     use proptest::prelude::*;
 
     fn def(id: &str, rule: Rule, n: usize) -> PollDef {

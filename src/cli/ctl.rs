@@ -1,13 +1,20 @@
 //! `pollstation ctl`: the client of the control socket ([`crate::control`]).
 //! Human-readable tables by default, the server's JSON with `--json`.
+//!
+//! Invariant: nothing the station sends reaches the terminal raw — labels,
+//! errors and ids have their control characters escaped ([`clean`]), so a
+//! label with an ANSI escape cannot change the operator's terminal.
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+use clap::builder::TypedValueParser;
+use clap::{Subcommand, ValueEnum};
 use serde_json::Value;
 
 use crate::control::Request;
+use crate::domain::ActionKind;
 
 /// Why a ctl command failed; printed as is.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +81,7 @@ pub fn call(path: &Path, req: &Request, mut each: impl FnMut(&Value)) -> Result<
         let v: Value = serde_json::from_str(&l)
             .map_err(|e| CtlError::Station(format!("unreadable answer {l:?}: {e}")))?;
         if let Some(e) = v.get("error") {
-            return Err(CtlError::Station(e.as_str().unwrap_or("").to_string()));
+            return Err(CtlError::Station(text(e)));
         }
         if let Some(ok) = v.get("ok") {
             return Ok(ok.clone());
@@ -109,12 +116,31 @@ pub fn confirm_reset(poll: &str, yes: bool) -> Result<(), CtlError> {
     }
 }
 
+/// `text` with control characters shown as `\u{1b}` escapes.
+#[must_use]
+pub fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn s(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => clean(s),
         Value::Null => "-".into(),
-        other => other.to_string(),
+        other => clean(&other.to_string()),
     }
+}
+
+/// A text field, empty when absent.
+fn text(v: &Value) -> String {
+    v.as_str().map(clean).unwrap_or_default()
 }
 
 /// Left-aligned columns.
@@ -169,7 +195,7 @@ pub fn readers_table(readers: &Value) -> String {
                         s(&r["taps"]),
                         s(&r["frames_ok"]),
                         s(&r["frames_bad"]),
-                        r["last_error"].as_str().unwrap_or("").to_string(),
+                        text(&r["last_error"]),
                     ]
                 })
                 .collect()
@@ -291,11 +317,7 @@ pub fn status_text(v: &Value) -> String {
     out.push_str(&readers_table(&v["readers"]));
     out.push('\n');
     let store = &v["store"];
-    let xmpp_state = format!(
-        "{} {}",
-        s(&v["xmpp"]["state"]),
-        v["xmpp"]["detail"].as_str().unwrap_or("")
-    );
+    let xmpp_state = format!("{} {}", s(&v["xmpp"]["state"]), text(&v["xmpp"]["detail"]));
     out.push_str(&format!(
         "network   {} ({})\nhotplug   {} ({}) {}\nidentity  {}\nxmpp      {} (outbox {})\nstore     {} taps, {:.1} MiB, {}\n\n",
         s(&v["network"]["state"]),
@@ -321,7 +343,7 @@ pub fn status_text(v: &Value) -> String {
                 s(&c["message"]),
                 c["fix"]
                     .as_str()
-                    .map_or(String::new(), |f| format!("→ {f}")),
+                    .map_or(String::new(), |f| format!("→ {}", clean(f))),
             ]
         })
         .collect();
@@ -330,4 +352,191 @@ pub fn status_text(v: &Value) -> String {
         &rows,
     ));
     out
+}
+
+#[derive(clap::Args)]
+pub struct CtlArgs {
+    /// The control socket (default: from --config, else /run/pollstation/control.sock).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// The station's config file, to find its socket in its data dir.
+    #[arg(long, short, global = true, env = "POLLSTATION_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the station's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Everything on one screen: polls, readers, network, store, health.
+    Status,
+    /// Readers with state and counters.
+    Readers,
+    /// Counts per answer (all polls, or one).
+    Tally { poll: Option<String> },
+    /// The last taps (with tags); -f keeps following.
+    Taps {
+        #[arg(long, default_value_t = 20)]
+        tail: usize,
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Open, close, reset or activate a poll.
+    Poll {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(ActionKind::NAMES)
+            .map(|s| s.parse::<ActionKind>().expect("only possible values get here")))]
+        action: ActionKind,
+        poll: String,
+        /// Reset without asking.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Inject a tap as if READER read TAG (to test a post).
+    Tap { reader: String, tag: String },
+    /// Change the log filter live, e.g. `debug` or `pollstation::reader=trace,info`.
+    LogLevel { level: String },
+    /// The whole log, with tags.
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+    },
+    /// Re-read the config file and apply what can be applied live (as SIGHUP).
+    Reload,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Json,
+}
+
+/// A one-line answer for `poll`.
+fn poll_line(v: &Value) -> String {
+    format!(
+        "poll {}: {}{}\n",
+        text(&v["id"]),
+        if v["open"] == true { "open" } else { "closed" },
+        if v["active"] == true { ", active" } else { "" }
+    )
+}
+
+/// A one-line answer for `tap`.
+fn tapped_line(v: &Value) -> String {
+    format!(
+        "tap {} on {}: {}/{} {}{}\n",
+        v["seq"],
+        text(&v["reader"]),
+        text(&v["poll"]),
+        text(&v["answer"]),
+        if v["counted"] == true {
+            "counted"
+        } else {
+            "not counted"
+        },
+        if v["repeat"] == true { " (repeat)" } else { "" }
+    )
+}
+
+/// What a reload did, a line each.
+fn reload_lines(v: &Value) -> String {
+    let mut s = String::new();
+    for a in v["applied"].as_array().into_iter().flatten() {
+        s.push_str(&format!("applied: {}\n", text(a)));
+    }
+    for a in v["needs_restart"].as_array().into_iter().flatten() {
+        s.push_str(&format!("needs a restart: {}\n", text(a)));
+    }
+    if s.is_empty() {
+        s.push_str("no changes\n");
+    }
+    s
+}
+
+/// Run one `ctl` command against the station's socket.
+pub fn run(args: CtlArgs) -> Result<(), CtlError> {
+    let CtlArgs {
+        socket,
+        config,
+        json,
+        command,
+    } = args;
+    let path = find_socket(socket, config.as_deref());
+    let print = |v: &Value, human: &dyn Fn(&Value) -> String| {
+        if json {
+            println!("{v}");
+        } else {
+            print!("{}", human(v));
+        }
+    };
+    match command {
+        CtlCommand::Status => print(&call(&path, &Request::Status, |_| {})?, &status_text),
+        CtlCommand::Readers => print(&call(&path, &Request::Readers, |_| {})?, &readers_table),
+        CtlCommand::Tally { poll } => {
+            print(
+                &call(&path, &Request::Tally { poll }, |_| {})?,
+                &tally_table,
+            );
+        }
+        CtlCommand::Taps { tail, follow } => {
+            call(&path, &Request::Taps { tail, follow }, |v| {
+                if json {
+                    println!("{v}");
+                } else if let Some(t) = v.get("tap") {
+                    println!("{}", tap_line(t));
+                } else if let Some(n) = v.get("lagged") {
+                    println!("… {n} taps skipped (too fast to follow)");
+                }
+            })?;
+        }
+        CtlCommand::Poll { action, poll, yes } => {
+            if action == ActionKind::Reset {
+                confirm_reset(&poll, yes)?;
+            }
+            let req = Request::Poll {
+                action: action.to_string(),
+                poll,
+            };
+            print(&call(&path, &req, |_| {})?, &poll_line);
+        }
+        CtlCommand::Tap { reader, tag } => {
+            print(
+                &call(&path, &Request::Tap { reader, tag }, |_| {})?,
+                &tapped_line,
+            );
+        }
+        CtlCommand::LogLevel { level } => {
+            let v = call(&path, &Request::LogLevel { level }, |_| {})?;
+            print(&v, &|v| format!("log filter now {}\n", v["level"]));
+        }
+        CtlCommand::Export { format } => export(&path, format)?,
+        CtlCommand::Reload => print(&call(&path, &Request::Reload, |_| {})?, &reload_lines),
+    }
+    Ok(())
+}
+
+/// Write the export to stdout: CSV lines, or one JSON array.
+fn export(path: &Path, format: ExportFormat) -> Result<(), CtlError> {
+    let json = format == ExportFormat::Json;
+    let req = Request::Export {
+        format: if json { "json" } else { "csv" }.into(),
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut first = true;
+    let result = call(path, &req, |v| {
+        if let Some(l) = v.get("line").and_then(|l| l.as_str()) {
+            let _ = if json {
+                writeln!(out, "{}{l}", if first { "[" } else { "," })
+            } else {
+                writeln!(out, "{l}")
+            };
+            first = false;
+        }
+    });
+    if json {
+        let _ = writeln!(out, "{}]", if first { "[" } else { "" });
+    }
+    result.map(|_| ())
 }

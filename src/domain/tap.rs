@@ -1,74 +1,14 @@
-//! The domain's vocabulary: polls, answers, rules, tags and taps.
+//! Tags and taps: a tag UID in its one canonical form, a tap (one arrival of
+//! a tag on a reader) and the total order every station sorts taps by.
 //!
-//! Pure: no I/O, no clock, no async. Everything here can be built from a
-//! config or a log row and compared in tests.
+//! Pure: no I/O, no clock. A tap's JSON shape for consumers that may see
+//! the tag (admin API, control socket, export) is [`TapRecord`], and only
+//! that.
 
 use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-
-/// How the taps of one person in one poll become votes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Rule {
-    /// A person's first tap counts; later ones are kept but do not count.
-    OnePerPerson,
-    /// A person's latest tap counts: they can change their mind.
-    LastWins,
-    /// Every tap counts.
-    Unlimited,
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Rule::OnePerPerson => "one-per-person",
-            Rule::LastWins => "last-wins",
-            Rule::Unlimited => "unlimited",
-        })
-    }
-}
-
-/// One answer of a poll.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Answer {
-    pub id: String,
-    pub label: String,
-}
-
-/// The static definition of a poll (from the config).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PollDef {
-    pub id: String,
-    pub question: String,
-    pub rule: Rule,
-    pub answers: Vec<Answer>,
-    /// Whether the poll is open when the log holds no open/close action for it.
-    pub open: bool,
-}
-
-impl PollDef {
-    /// Index of an answer by id.
-    #[must_use]
-    pub fn answer_index(&self, answer: &str) -> Option<usize> {
-        self.answers.iter().position(|a| a.id == answer)
-    }
-
-    /// The answer id for a slot letter (`A` is the first answer).
-    #[must_use]
-    pub fn answer_for_slot(&self, slot: char) -> Option<&Answer> {
-        let idx = slot_index(slot)?;
-        self.answers.get(idx)
-    }
-}
-
-/// `A` → 0, `B` → 1, … (case-insensitive).
-#[must_use]
-pub fn slot_index(slot: char) -> Option<usize> {
-    let up = slot.to_ascii_uppercase();
-    up.is_ascii_uppercase().then(|| (up as u8 - b'A') as usize)
-}
 
 /// A tag UID in canonical form: `urn:rfid:` followed by uppercase hex.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -187,11 +127,47 @@ impl Tap {
     }
 }
 
-/// Who a tag belongs to: an identity once one is known, else the tag itself.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Person {
-    Tag(TagUid),
-    Id(Arc<str>),
+/// A tap as admin consumers see it (with its tag): the export's shape, plus
+/// whether it counted and whether it was a repeat where that is known.
+#[derive(Debug, Clone, Serialize)]
+pub struct TapRecord<'a> {
+    #[serde(flatten)]
+    pub tap: &'a Tap,
+    /// Absent in the export (it depends on everything else in the log).
+    #[serde(skip_serializing_if = "Counted::is_absent")]
+    pub counted: Counted,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<bool>,
+}
+
+/// Whether a tap counted, as far as the sender of a record knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Counted {
+    /// Not part of this record at all.
+    #[serde(skip)]
+    Absent,
+    /// Part of the record, not known (`null`): a tap read back from the log.
+    Unknown(()),
+    Known(bool),
+}
+
+impl Counted {
+    fn is_absent(&self) -> bool {
+        *self == Counted::Absent
+    }
+}
+
+impl<'a> TapRecord<'a> {
+    /// The export's shape: the tap alone.
+    #[must_use]
+    pub fn logged(tap: &'a Tap) -> Self {
+        Self {
+            tap,
+            counted: Counted::Absent,
+            repeat: None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -228,13 +204,6 @@ mod tests {
     }
 
     #[test]
-    fn slots_map_to_answers() {
-        assert_eq!(slot_index('A'), Some(0));
-        assert_eq!(slot_index('c'), Some(2));
-        assert_eq!(slot_index('1'), None);
-    }
-
-    #[test]
     fn tap_order_is_time_then_station_then_seq() {
         let k = |at, st: &str, seq| TapKey {
             at,
@@ -247,5 +216,39 @@ mod tests {
             keys,
             vec![k(1, "a", 2), k(1, "a", 10), k(1, "b", 9), k(2, "a", 1)]
         );
+    }
+
+    #[test]
+    fn one_tap_shape_for_every_admin_consumer() {
+        let tap = Tap {
+            station: "s".into(),
+            seq: 3,
+            reader: "r".into(),
+            tag: TagUid::parse("01020304").unwrap(),
+            at: 9,
+            poll: "p".into(),
+            answer: "a".into(),
+        };
+        let v = |r: &TapRecord| serde_json::to_value(r).unwrap();
+        let logged = v(&TapRecord::logged(&tap));
+        assert_eq!(logged, serde_json::to_value(&tap).unwrap());
+        assert!(logged.get("counted").is_none() && logged.get("repeat").is_none());
+        let tail = v(&TapRecord {
+            tap: &tap,
+            counted: Counted::Unknown(()),
+            repeat: None,
+        });
+        assert_eq!(tail["counted"], serde_json::Value::Null);
+        assert!(tail.as_object().unwrap().contains_key("counted"));
+        let answer = v(&TapRecord {
+            tap: &tap,
+            counted: Counted::Known(true),
+            repeat: Some(false),
+        });
+        assert_eq!(
+            (answer["counted"].clone(), answer["repeat"].clone()),
+            (true.into(), false.into())
+        );
+        assert_eq!(answer["tag"], "urn:rfid:01020304");
     }
 }

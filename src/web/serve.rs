@@ -3,7 +3,7 @@
 //! Every connection is accepted on the main runtime, beside the Station and
 //! the readers. The first bytes of its first request decide where it is
 //! served: once a crowd of event streams is open (see
-//! [`web::DIRECT_STREAMS`](crate::web)), a new `GET /api/v1/events` goes to
+//! [`DIRECT_STREAMS`](super::sse::DIRECT_STREAMS)), a new `GET /api/v1/events` goes to
 //! the *fan-out* runtime, whose threads run only when the intake's do not
 //! want the CPU (`SCHED_IDLE`). Ten
 //! thousand browsers watching the results then cost the fan-out threads, and
@@ -39,7 +39,7 @@ pub struct Fanout(Option<Runtime>);
 
 impl Fanout {
     /// Start the runtime's two worker threads at the lowest priority
-    /// ([`crate::priority::idle_this_thread`]).
+    /// ([`crate::sys::priority::idle_this_thread`]).
     ///
     /// # Errors
     /// When the threads cannot be started.
@@ -47,7 +47,7 @@ impl Fanout {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("fanout")
-            .on_thread_start(crate::priority::idle_this_thread)
+            .on_thread_start(crate::sys::priority::idle_this_thread)
             .enable_all()
             .build()?;
         Ok(Self(Some(rt)))

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::station::{NetState, ReaderStatus, Snapshot};
+use super::view::{NetState, ReaderStatus, Snapshot, XmppState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TapLabels {
@@ -206,7 +206,8 @@ impl Metrics {
                 })
                 .set(i64::from(snap.network.state == state));
         }
-        self.xmpp_online.set(i64::from(snap.xmpp.state == "online"));
+        self.xmpp_online
+            .set(i64::from(snap.xmpp.state == XmppState::Online));
         self.xmpp_outbox.set(snap.xmpp.outbox);
         self.xmpp_published.set(snap.xmpp.published);
         self.unbound_devices

@@ -3,11 +3,11 @@
 //! availability monitor. Shown on `/healthz`, `pollstation ctl status`, the
 //! operator page and the screen.
 //!
-//! A pure function of the Station's [`Snapshot`].
+//! A pure function of the Station's [`Snapshot`]: nothing here keeps state.
 
 use serde::Serialize;
 
-use crate::station::{HotplugState, NetState, ReaderStatus, Snapshot};
+use super::view::{HotplugState, IdentityState, NetState, ReaderStatus, Snapshot, XmppState};
 
 /// How bad it is, from fine to votes being lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -176,48 +176,48 @@ pub fn overview(snap: &Snapshot) -> Overview {
     });
 
     let x = &snap.xmpp;
-    out.push(match x.state.as_str() {
-        "disabled" => c("xmpp", Level::Ok, "not configured", None),
-        "online" if x.outbox > 1000 => c(
+    out.push(match x.state {
+        XmppState::Disabled => c("xmpp", Level::Ok, "not configured", None),
+        XmppState::Online if x.outbox > 1000 => c(
             "xmpp",
             Level::Notice,
             format!("online, catching up: {} votes queued", x.outbox),
             None,
         ),
-        "online" => c("xmpp", Level::Ok, format!("online, {} published, {} queued", x.published, x.outbox), None),
-        "connecting" => c("xmpp", Level::Notice, format!("connecting: {}; {} queued", x.detail, x.outbox), None),
-        "waiting" => c(
+        XmppState::Online => c("xmpp", Level::Ok, format!("online, {} published, {} queued", x.published, x.outbox), None),
+        XmppState::Connecting => c("xmpp", Level::Notice, format!("connecting: {}; {} queued", x.detail, x.outbox), None),
+        XmppState::Waiting => c(
             "xmpp",
             Level::Warning,
             format!("waiting for the network: {} votes queued", x.outbox),
             Some("votes are kept and published in order when the network is back"),
         ),
-        _ => c(
+        XmppState::Error => c(
             "xmpp",
             Level::Warning,
-            format!("{}: {}", x.state, x.detail),
+            format!("error: {}", x.detail),
             Some("votes are kept in the outbox; check [xmpp] server, jid and password, and that the server is up (journalctl -u pollstation)"),
         ),
     });
     let i = &snap.identity;
-    out.push(match i.state.as_str() {
-        "not configured" => c("identity", Level::Ok, "not configured", None),
-        "ok" | "starting" => c(
+    out.push(match i.state {
+        IdentityState::NotConfigured => c("identity", Level::Ok, "not configured", None),
+        IdentityState::Ok | IdentityState::Starting => c(
             "identity",
             Level::Ok,
             format!("{} known, {} pending", i.known, i.pending),
             None,
         ),
-        "offline" => c(
+        IdentityState::Offline => c(
             "identity",
             Level::Warning,
             format!("lookups wait: {}; {} pending", i.detail, i.pending),
             Some("votes still count; names arrive when anyMeta answers again (check the network and the anyMeta site)"),
         ),
-        _ => c(
+        IdentityState::Degraded => c(
             "identity",
             Level::Notice,
-            format!("{}: {}; {} pending", i.state, i.detail, i.pending),
+            format!("degraded: {}; {} pending", i.detail, i.pending),
             Some("check [identity] anymeta, the credentials file (mode 0600) and the people file"),
         ),
     });

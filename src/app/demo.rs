@@ -8,8 +8,8 @@ use std::time::Duration;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use super::sim::SimReader;
 use crate::config::{Config, Protocol};
-use crate::sim::SimReader;
 
 /// The demo's config; `data_dir` and `listen` are filled in by the caller.
 pub const DEMO_CONFIG: &str = r#"

@@ -1,15 +1,36 @@
-//! Wiring: start the Station and its inputs and outputs, and shut them down
-//! in order (stop intake → flush the store → close streams).
+//! Wiring: start the Station and its inputs and outputs, hand each adapter
+//! what it needs of another, and shut them down in order (stop intake →
+//! flush the store → close streams).
+//!
+//! - [`run`]: the process around it: runtimes, signals, the screen;
+//! - [`token`]: the admin token;
+//! - [`systemd`]: readiness, reloading, stopping, the watchdog;
+//! - [`demo`], [`sim`]: the demo's config and visitors, simulated readers.
+//!
+//! Invariants: a panic in the Station task ends the process with a
+//! non-zero code (systemd restarts it) instead of leaving a station that
+//! answers nothing; files the process creates are private (umask 077).
+
+pub mod demo;
+pub mod run;
+pub mod sim;
+pub mod systemd;
+pub mod token;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::station::{self, StationHandle};
+use crate::station::metrics::Metrics;
+use crate::station::{self, OutboxEncoder, StationHandle, WatchDevice};
 use crate::web;
+
+/// The exit code when the Station task panicked (EX_SOFTWARE).
+pub const PANIC_EXIT: i32 = 70;
 
 /// What `start` may be given beyond the config.
 #[derive(Default, Clone)]
@@ -26,9 +47,10 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub admin_token: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    station_task: tokio::task::JoinHandle<()>,
+    /// Ends when the Station task has stopped (after flushing the log).
+    station_done: tokio::sync::oneshot::Receiver<()>,
     /// The event-stream crowd's runtime; stopped when this is dropped.
-    fanout: crate::serve::Fanout,
+    fanout: web::serve::Fanout,
 }
 
 /// Start everything the config asks for. Returns once the store is open and
@@ -37,22 +59,55 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     start_with(config, shutdown, Extras::default()).await
 }
 
+/// Watch the Station task: a panic there takes the process down (logged,
+/// exit [`PANIC_EXIT`]), since a station whose Station task is gone can
+/// take no tap. The returned receiver fires when it ended normally.
+fn watch_station(task: tokio::task::JoinHandle<()>) -> tokio::sync::oneshot::Receiver<()> {
+    let (done, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        match task.await {
+            Ok(()) => {
+                let _ = done.send(());
+            }
+            Err(e) if e.is_panic() => {
+                tracing::error!(
+                    "the Station task panicked; exiting so the service manager restarts the station \
+                     (nothing acknowledged is lost: every answered tap is in the log)"
+                );
+                eprintln!("pollstation: the Station task panicked; exiting");
+                std::process::exit(PANIC_EXIT);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the Station task was cancelled");
+                let _ = done.send(());
+            }
+        }
+    });
+    rx
+}
+
 /// [`start`], with a config file to reload from and a log filter to steer.
 pub async fn start_with(
     config: &Config,
     shutdown: CancellationToken,
     extras: Extras,
 ) -> anyhow::Result<Running> {
-    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-    let started = station::start(config, shutdown.clone(), metrics.clone()).with_context(|| {
-        format!(
-            "cannot open the log in {}",
-            config.station.data_dir.display()
-        )
-    })?;
+    crate::sys::fs::private_umask();
+    let metrics = Arc::new(Metrics::new());
+    let encoder = config.xmpp.as_ref().map(|x| {
+        let e: Arc<dyn OutboxEncoder> = Arc::new(crate::xmpp::outbox::Encoder::new(x));
+        e
+    });
+    let started =
+        station::start(config, shutdown.clone(), metrics.clone(), encoder).with_context(|| {
+            format!(
+                "cannot open the log in {}",
+                config.station.data_dir.display()
+            )
+        })?;
     let station = started.handle;
-    let station_task = started.task;
-    let admin_token = web::admin_token(
+    let station_done = watch_station(started.task);
+    let admin_token = token::admin_token(
         &config.station.data_dir,
         config.http.admin_token_file.as_deref(),
     )?;
@@ -60,7 +115,7 @@ pub async fn start_with(
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
-    let fanout = crate::serve::Fanout::start().context("cannot start the fan-out threads")?;
+    let fanout = web::serve::Fanout::start().context("cannot start the fan-out threads")?;
     let app = web::app(
         web::AppState {
             station: station.clone(),
@@ -71,14 +126,19 @@ pub async fn start_with(
         config.http.request_timeout,
     );
     let streams = station.clone();
-    let http = crate::serve::serve(
+    let http = web::serve::serve(
         listener,
         app,
         &fanout.handle(),
         move || web::crowd(&streams),
         shutdown.clone(),
     )?;
+    // Readers follow their devices through the hotplug watcher's registry.
     let devices = crate::hotplug::Devices::default();
+    let watch_device: WatchDevice = {
+        let devices = devices.clone();
+        Arc::new(move |path| devices.watch(path))
+    };
     let mut tasks = http;
     tasks.extend([
         tokio::spawn(crate::network::run(
@@ -88,7 +148,7 @@ pub async fn start_with(
         )),
         tokio::spawn(crate::hotplug::run(
             config.hotplug.clone(),
-            devices.clone(),
+            devices,
             station.sender(),
             shutdown.clone(),
         )),
@@ -97,7 +157,7 @@ pub async fn start_with(
             started.reader_ctl,
             station.sender(),
             metrics.clone(),
-            devices,
+            watch_device,
             shutdown.clone(),
         )),
     ]);
@@ -123,7 +183,7 @@ pub async fn start_with(
         .with_context(|| format!("cannot listen on {}", control_path.display()))?;
     let reload = extras.config_path.clone().map(|path| {
         let station = station.clone();
-        let f: crate::control::Reload = std::sync::Arc::new(move || {
+        let f: crate::control::Reload = Arc::new(move || {
             let station = station.clone();
             let path = path.clone();
             Box::pin(async move { reload(&station, &path).await })
@@ -131,23 +191,7 @@ pub async fn start_with(
         f
     });
     if let Some(r) = reload.clone() {
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("cannot watch SIGHUP")?;
-        let stop = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    s = hup.recv() => if s.is_none() { return },
-                }
-                tracing::info!("SIGHUP: reloading the config");
-                crate::systemd::notify_reloading();
-                if let Err(e) = r().await {
-                    tracing::error!("config reload refused; the running config is kept: {e}");
-                }
-                crate::systemd::notify_ready("reloaded");
-            }
-        }));
+        tasks.push(run::reload_on_sighup(r, shutdown.clone())?);
     }
     tasks.push(tokio::spawn(crate::control::serve(
         control,
@@ -159,19 +203,19 @@ pub async fn start_with(
         },
         shutdown.clone(),
     )));
-    tasks.push(tokio::spawn(crate::systemd::watchdog(
+    tasks.push(tokio::spawn(systemd::watchdog(
         station.clone(),
         shutdown.clone(),
     )));
     tracing::info!(control = %control_path.display(), "control socket ready (pollstation ctl)");
     tracing::info!(station = %config.station.id, "listening on http://{http_addr}");
-    crate::systemd::notify_ready(&format!("listening on http://{http_addr}"));
+    systemd::notify_ready(&format!("listening on http://{http_addr}"));
     Ok(Running {
         station,
         http_addr,
         admin_token,
         tasks,
-        station_task,
+        station_done,
         fanout,
     })
 }
@@ -180,9 +224,7 @@ impl Running {
     /// Wait for the station to finish after `shutdown` was cancelled. HTTP
     /// streams (SSE) are given a few seconds before they are cut.
     pub async fn wait(self) {
-        if let Err(e) = self.station_task.await {
-            tracing::error!(error = %e, "station task failed");
-        }
+        let _ = self.station_done.await;
         for t in self.tasks {
             let abort = t.abort_handle();
             if tokio::time::timeout(std::time::Duration::from_secs(3), t)
@@ -196,31 +238,29 @@ impl Running {
     }
 }
 
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the new config is invalid:\n{0}")]
+    Invalid(#[from] crate::config::ConfigError),
+    #[error("the station is shutting down")]
+    ShuttingDown,
+}
+
 /// Re-read the config file and apply it. An invalid file is refused whole.
 pub async fn reload(
     station: &StationHandle,
     path: &std::path::Path,
 ) -> Result<serde_json::Value, String> {
-    let config = Config::load(path).map_err(|e| format!("the new config is invalid:\n{e}"))?;
-    let report = station
-        .reload(config)
-        .await
-        .ok_or_else(|| "the station is shutting down".to_string())?;
-    Ok(serde_json::json!(report))
-}
-
-/// Cancel `token` on SIGINT or SIGTERM.
-pub fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
-        crate::systemd::notify_stopping();
-        token.cancel();
-    });
-    Ok(())
+    let applied = async {
+        let config = Config::load(path)?;
+        station
+            .reload(config)
+            .await
+            .ok_or(ReloadError::ShuttingDown)
+    };
+    match applied.await {
+        Ok(report) => Ok(serde_json::json!(report)),
+        Err(e) => Err(e.to_string()),
+    }
 }

@@ -1,0 +1,24 @@
+//! The domain: the pure core every other layer builds on.
+//!
+//! What a poll, a tag, a tap, a person and a vote are; how taps fold into
+//! tallies ([`tally`]); what an arriving tag becomes ([`intake`]); how a
+//! retry waits ([`backoff`]); which text is fit to show and publish
+//! ([`text`]).
+//!
+//! Invariants:
+//! - no I/O, no clock, no async: time is passed in, results are returned;
+//! - imports nothing of the crate, and of the outside only std, serde,
+//!   thiserror and hex (a test in `tests/architecture.rs` keeps it so);
+//! - everything here is unit- or property-tested.
+
+pub mod backoff;
+pub mod intake;
+pub mod person;
+pub mod poll;
+pub mod tally;
+pub mod tap;
+pub mod text;
+
+pub use person::{Person, Voter};
+pub use poll::{Action, ActionKind, Answer, Binding, BindingError, PollDef, Rule};
+pub use tap::{TagError, TagUid, Tap, TapKey, TapRecord};

@@ -1,0 +1,573 @@
+//! The Station task: the batch loop and the group commit.
+//!
+//! Whatever arrived while the previous commit ran becomes the next batch;
+//! its taps are written in one transaction with what rides along (outbox
+//! items of earlier votes, identity answers), and only then applied
+//! ([`State::taps_committed`]), answered and announced: the state first (a
+//! sender that reads back after its 201 sees its tap), then the senders,
+//! then the events. Records that only ride (publications, identities) wait
+//! at most [`RIDERS_IDLE`] for a tap commit, then go alone. Counters that
+//! move without an event of their own are announced at most every
+//! `COUNTERS_EVERY` (`announce`). A checkpoint of the tally state is
+//! logged every `CHECKPOINT_EVERY` taps and at stop (`checkpoint`), so a
+//! start replays little.
+//!
+//! Invariants: a tap is announced (and answered) only after its batch
+//! committed; one announcement per durable tap; nothing here blocks on a
+//! subscriber.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::api::{BindError, Command, OutboxEncoder, ReaderCtl, TapError, TapOutcome, TapReply};
+use super::metrics::{Metrics, TapLabels};
+use super::ring::TapRing;
+use super::state::Counters;
+use super::state::{Prepared, ResolvedIdentity, State};
+use super::view::{Event, ReaderState, Snapshot, TapEvent};
+use crate::config::ReaderConfig;
+use crate::domain::tally::TallyView;
+use crate::domain::{TagUid, Tap};
+use crate::store::{OutboxItem, Record, Store};
+use crate::sys::clock::now_ms;
+
+/// Most commands taken into one batch.
+pub(super) const MAX_BATCH: usize = 4096;
+
+/// Records that follow taps (publications for the outbox, resolved
+/// identities) wait at most this long for a tap commit to ride with.
+const RIDERS_IDLE: Duration = Duration::from_millis(10);
+
+/// Where the Station's results go.
+pub(super) struct Outputs {
+    /// Station → anyone: the latest state.
+    pub state_tx: watch::Sender<Arc<Snapshot>>,
+    /// Station → subscribers: each change.
+    pub events: broadcast::Sender<Event>,
+    /// The latest taps announced (sent under its lock).
+    pub tap_ring: Arc<std::sync::Mutex<TapRing<TapEvent>>>,
+    /// Station → reader supervisor: tasks to start or stop.
+    pub reader_ctl: mpsc::UnboundedSender<ReaderCtl>,
+    /// Station → identity: tags to resolve.
+    pub lookups: mpsc::UnboundedSender<TagUid>,
+}
+
+/// Records waiting to ride with the next tap commit.
+#[derive(Default)]
+pub(super) struct Riders {
+    pub(super) outbox: Vec<OutboxItem>,
+    /// The highest seq whose publication is in `outbox` (the mark).
+    pub(super) outbox_through: u64,
+    pub(super) identities: Vec<ResolvedIdentity>,
+    /// Since when something waits.
+    pub(super) since: Option<Instant>,
+}
+
+/// When the counters were last announced, and whether they must be again.
+pub(super) struct CounterAnnouncer {
+    pub(super) announced: Counters,
+    /// A snapshot went out (on the watch, which a stream reads when it
+    /// connects) with counters that no status event carried: a client may
+    /// hold them, so the next move must be announced even if the counters
+    /// are back where the last announcement left them.
+    pub(super) unannounced: bool,
+    pub(super) at: Instant,
+    pub(super) due: Option<Instant>,
+}
+
+impl CounterAnnouncer {
+    pub(super) fn new(now: Counters) -> Self {
+        Self {
+            announced: now,
+            unannounced: false,
+            at: Instant::now(),
+            due: None,
+        }
+    }
+}
+
+/// A reply owed once the current batch commits.
+enum Waiter {
+    /// The batch's tap at this index.
+    New(usize, Option<TapReply>),
+    /// A repeat of the batch's tap at this index.
+    Repeat(usize, TapReply),
+}
+
+/// The taps of a batch being gathered, and who waits for them.
+#[derive(Default)]
+struct Batch {
+    taps: Vec<Tap>,
+    waiters: Vec<Waiter>,
+    index: HashMap<(Arc<str>, TagUid), usize>,
+}
+
+/// The Station task's own state.
+pub(super) struct Station {
+    pub(super) state: State,
+    pub(super) store: Store,
+    encoder: Option<Arc<dyn OutboxEncoder>>,
+    pub(super) out: Outputs,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) riders: Riders,
+    pub(super) counters: CounterAnnouncer,
+    /// `taps_logged` at the last checkpoint; `None` when the stored
+    /// checkpoint (if any) is behind the state.
+    pub(super) checkpoint_taps: Option<u64>,
+    /// A change not yet in the snapshot on the watch (reader reports).
+    pub(super) view_stale: bool,
+    /// Where the monotonic time the intake rules take starts.
+    epoch: Instant,
+}
+
+impl Station {
+    pub(super) fn new(
+        state: State,
+        store: Store,
+        encoder: Option<Arc<dyn OutboxEncoder>>,
+        out: Outputs,
+        metrics: Arc<Metrics>,
+        checkpoint_taps: Option<u64>,
+    ) -> Self {
+        Self {
+            counters: CounterAnnouncer::new(state.counters()),
+            state,
+            store,
+            encoder,
+            out,
+            metrics,
+            riders: Riders::default(),
+            checkpoint_taps,
+            view_stale: false,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// Run until `shutdown`, then drain what was queued and flush the log.
+    /// `backfill`: counted taps to enqueue for publishing first (a crash
+    /// left them out of the outbox), with the mark to set.
+    pub(super) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+        backfill: Option<(Vec<Tap>, u64)>,
+    ) {
+        if let Some((taps, through)) = backfill {
+            let items = self.encode(&taps, &vec![true; taps.len()]);
+            self.enqueue(items, through).await;
+        }
+        if self.checkpoint_due() {
+            // A long replay just happened: don't make the next start repeat it.
+            self.checkpoint().await;
+        }
+        loop {
+            let riders_due = self.riders.since.map(|t| t + RIDERS_IDLE);
+            let counters_due = self.counters.due;
+            let first = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                cmd = rx.recv() => match cmd {
+                    Some(c) => c,
+                    None => break,
+                },
+                () = sleep_until(riders_due) => {
+                    self.flush_riders().await;
+                    if self.view_stale {
+                        self.show();
+                    }
+                    self.counters_moved();
+                    continue;
+                }
+                () = sleep_until(counters_due) => {
+                    self.counters.due = None;
+                    self.counters_moved();
+                    continue;
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            self.handle_batch(batch).await;
+            if self.checkpoint_due() {
+                self.checkpoint().await;
+            }
+            self.counters_moved();
+        }
+        // Stop intake, then finish what was already accepted into the queue.
+        rx.close();
+        let mut rest = Vec::new();
+        while let Some(c) = rx.recv().await {
+            rest.push(c);
+        }
+        if !rest.is_empty() {
+            tracing::info!(
+                commands = rest.len(),
+                "draining queued commands before exit"
+            );
+            self.handle_batch(rest).await;
+        }
+        self.flush_riders().await;
+        if self.checkpoint_taps != Some(self.state.taps_logged) {
+            self.checkpoint().await;
+        }
+        self.store.close().await;
+        tracing::info!(
+            taps = self.state.taps_logged,
+            "station stopped; log is flushed"
+        );
+    }
+
+    async fn handle_batch(&mut self, commands: Vec<Command>) {
+        let mut batch = Batch::default();
+        let now = self.now();
+        let wall = now_ms();
+        for cmd in commands {
+            match cmd {
+                Command::Tap { reader, tag, reply } => {
+                    let prepared =
+                        self.state
+                            .prepare_tap(&reader, tag, now, wall, &batch.taps, &batch.index);
+                    match prepared {
+                        Err(e) => {
+                            tracing::info!(reader = %reader, error = %e, "tap refused");
+                            if let Some(r) = reply {
+                                let _ = r.send(Err(e));
+                            }
+                        }
+                        Ok(Prepared::RepeatDurable(outcome)) => {
+                            if let Some(r) = reply {
+                                let _ = r.send(Ok(outcome));
+                            }
+                        }
+                        Ok(Prepared::RepeatInBatch(i)) => {
+                            if let Some(r) = reply {
+                                batch.waiters.push(Waiter::Repeat(i, r));
+                            }
+                        }
+                        Ok(Prepared::New(tap)) => {
+                            let i = batch.taps.len();
+                            batch.index.insert((tap.reader.clone(), tap.tag.clone()), i);
+                            batch.waiters.push(Waiter::New(i, reply));
+                            batch.taps.push(tap);
+                        }
+                    }
+                }
+                Command::Poll {
+                    poll,
+                    action,
+                    reply,
+                } => {
+                    // Actions change what later taps mean: commit what came before first.
+                    self.commit(std::mem::take(&mut batch)).await;
+                    let result = self.apply_action(&poll, action).await;
+                    let _ = reply.send(result);
+                }
+                Command::Reader(report) => {
+                    if let Some(e) = self.state.reader_report(report) {
+                        let _ = self.out.events.send(e);
+                        self.view_stale = true;
+                    }
+                }
+                Command::Network(n) => {
+                    if n.state != self.state.network.state || n.detail != self.state.network.detail
+                    {
+                        self.state.network = n;
+                        self.announce_status();
+                    }
+                }
+                Command::Hotplug(h) => {
+                    if h != self.state.hotplug {
+                        self.state.hotplug = h;
+                        self.announce_status();
+                    }
+                }
+                Command::Ping(reply) => {
+                    let _ = reply.send(());
+                }
+                Command::Xmpp { state, detail } => {
+                    let x = &mut self.state.xmpp;
+                    if state != x.state || detail != x.detail {
+                        x.state = state;
+                        x.detail = detail;
+                        self.announce_status();
+                    }
+                }
+                Command::Published(ids) => {
+                    let n = ids.len() as u64;
+                    match self.store.append(vec![Record::Published(ids)]).await {
+                        Ok(stats) => {
+                            self.store_ok(stats);
+                            let x = &mut self.state.xmpp;
+                            x.outbox = x.outbox.saturating_sub(n);
+                            x.published += n;
+                            self.view_stale = true;
+                        }
+                        // Published again later: same item ids, no duplicates.
+                        Err(e) => self.store_failed(&e),
+                    }
+                }
+                Command::IdentityStatus { state, detail } => {
+                    let i = &mut self.state.identity;
+                    if state != i.state || detail != i.detail {
+                        i.state = state;
+                        i.detail = detail;
+                        self.announce_status();
+                    }
+                }
+                Command::Identity {
+                    tag,
+                    person,
+                    source,
+                } => {
+                    if !self.state.wants_identity(&tag) {
+                        // A changed people file names a tag never tapped here.
+                        continue;
+                    }
+                    // Logged with the next tap commit (or alone when idle):
+                    // an fsync of its own would hold up the taps behind it.
+                    self.riders.identities.push(ResolvedIdentity {
+                        tag,
+                        person,
+                        source,
+                        at: wall,
+                    });
+                    self.riders.since.get_or_insert_with(Instant::now);
+                }
+                Command::Remote(r) => {
+                    self.state.remote_heard(r);
+                    self.announce_status();
+                }
+                Command::Reload { config, reply } => {
+                    let (report, ctl, events) = self.state.reload(*config);
+                    for c in ctl {
+                        let _ = self.out.reader_ctl.send(c);
+                    }
+                    for e in events {
+                        let _ = self.out.events.send(e);
+                    }
+                    tracing::info!(applied = ?report.applied, needs_restart = ?report.needs_restart, "config reloaded");
+                    self.announce_status();
+                    let _ = reply.send(report);
+                }
+                Command::BindReader { reader, reply } => {
+                    let result = self.bind_reader(reader).await;
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        self.commit(batch).await;
+        // Commits and actions show as they happen; only reader reports wait.
+        if self.view_stale {
+            self.show();
+        }
+    }
+
+    /// Log what waits to ride with a tap commit, now (idle, checkpoint, stop).
+    pub(super) async fn flush_riders(&mut self) {
+        self.riders.since = None;
+        if self.riders.outbox.is_empty() && self.riders.identities.is_empty() {
+            return;
+        }
+        self.write(Batch::default()).await;
+    }
+
+    async fn commit(&mut self, batch: Batch) {
+        if batch.taps.is_empty() && batch.waiters.is_empty() {
+            return;
+        }
+        self.write(batch).await;
+    }
+
+    /// One transaction: the taps and the riders; then apply and announce.
+    async fn write(&mut self, batch: Batch) {
+        let Batch { taps, waiters, .. } = batch;
+        let mut records: Vec<Record> = taps.iter().cloned().map(Record::Tap).collect();
+        // A tap is its own durable lookup request: after a crash, every
+        // logged tag without an answer is looked up again (see `recover`).
+        let wall = now_ms();
+        let to_look_up = self.state.lookups_due(&taps, wall);
+        // Earlier publications and identities ride with this commit (no
+        // fsync of their own).
+        let riding = std::mem::take(&mut self.riders.outbox);
+        let riding_n = riding.len() as u64;
+        if !riding.is_empty() {
+            records.push(Record::Outbox {
+                items: riding.clone(),
+                through: self.riders.outbox_through,
+            });
+        }
+        let identities = std::mem::take(&mut self.riders.identities);
+        records.extend(identities.iter().map(ResolvedIdentity::record));
+        if let Err(e) = self.store.append(records).await.map(|s| self.store_ok(s)) {
+            self.store_failed(&e);
+            // Not written: try them again with the next commit.
+            self.riders.outbox.splice(0..0, riding);
+            self.riders.identities.splice(0..0, identities);
+            for w in waiters {
+                let reply = match w {
+                    Waiter::New(_, r) => r,
+                    Waiter::Repeat(_, r) => Some(r),
+                };
+                if let Some(r) = reply {
+                    let _ = r.send(Err(TapError::Store(e.clone())));
+                }
+            }
+            return;
+        }
+        if riding_n > 0 {
+            self.state.xmpp.outbox += riding_n;
+            self.view_stale = true;
+        }
+        self.riders.since = None;
+        for tag in to_look_up {
+            self.state.people.pending.insert(tag.clone());
+            let _ = self.out.lookups.send(tag);
+        }
+        let applied = self.state.taps_committed(&taps, identities, self.now());
+        for (tap, c) in taps.iter().zip(&applied.counted) {
+            self.metrics
+                .taps
+                .get_or_create(&TapLabels {
+                    reader: tap.reader.to_string(),
+                    counted: c.to_string(),
+                })
+                .inc();
+        }
+        self.show();
+        for w in waiters {
+            let (i, reply, repeat) = match w {
+                Waiter::New(i, r) => (i, r, false),
+                Waiter::Repeat(i, r) => (i, Some(r), true),
+            };
+            if let Some(r) = reply {
+                let _ = r.send(Ok(TapOutcome {
+                    tap: taps[i].clone(),
+                    counted: applied.counted[i],
+                    repeat,
+                }));
+            }
+        }
+        // Taps go into the ring and out under its lock, so a stream that
+        // reconnects sees each exactly once (`subscribe_after`).
+        {
+            let mut ring = self
+                .out
+                .tap_ring
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for e in applied.events {
+                if let Event::Tap(t) = &e {
+                    ring.push(t.seq, t.clone());
+                }
+                let _ = self.out.events.send(e);
+            }
+        }
+        let items = self.encode(&taps, &applied.counted);
+        if let Some(last) = taps.iter().zip(&applied.counted).rev().find(|(_, c)| **c) {
+            self.riders.outbox_through = last.0.seq;
+        }
+        if !items.is_empty() {
+            self.riders.outbox.extend(items);
+            self.riders.since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The outbox items of the counted taps among `taps`, with their polls'
+    /// tallies as they are now.
+    fn encode(&self, taps: &[Tap], counted: &[bool]) -> Vec<OutboxItem> {
+        let Some(encoder) = &self.encoder else {
+            return Vec::new();
+        };
+        let mut views: HashMap<Arc<str>, TallyView> = HashMap::new();
+        for (t, _) in taps.iter().zip(counted).filter(|(_, c)| **c) {
+            if !views.contains_key(&t.poll)
+                && let Some(v) = self.state.tallies.view(&t.poll)
+            {
+                views.insert(t.poll.clone(), v);
+            }
+        }
+        encoder.encode(&self.state.votes(taps, counted, &views))
+    }
+
+    /// Write publications to the outbox (after the taps are durable).
+    async fn enqueue(&mut self, items: Vec<OutboxItem>, through: u64) {
+        let n = items.len() as u64;
+        match self
+            .store
+            .append(vec![Record::Outbox { items, through }])
+            .await
+        {
+            Ok(_) => {
+                self.state.xmpp.outbox += n;
+                self.view_stale = true;
+            }
+            // The taps are in the log above the mark: the next start enqueues them.
+            Err(e) => {
+                tracing::warn!(error = %e, items = n, "cannot enqueue votes for XMPP now; they are enqueued at the next start");
+            }
+        }
+    }
+
+    async fn apply_action(
+        &mut self,
+        poll: &str,
+        kind: crate::domain::ActionKind,
+    ) -> Result<super::view::PollState, super::api::ActionError> {
+        let action = self.state.plan_action(poll, kind, now_ms())?;
+        match self
+            .store
+            .append(vec![Record::Action(action.clone())])
+            .await
+        {
+            Err(e) => {
+                self.store_failed(&e);
+                return Err(super::api::ActionError::Store(e));
+            }
+            Ok(stats) => self.store_ok(stats),
+        }
+        let (state, events) = self.state.action_committed(action);
+        for e in events {
+            let _ = self.out.events.send(e);
+        }
+        tracing::info!(poll, action = %kind, "operator action logged");
+        self.announce_status();
+        Ok(state)
+    }
+
+    async fn bind_reader(&mut self, cfg: ReaderConfig) -> Result<ReaderState, BindError> {
+        let record = self.state.plan_bind(&cfg, now_ms())?;
+        match self.store.append(vec![record]).await {
+            Err(e) => {
+                self.store_failed(&e);
+                return Err(BindError::Store(e));
+            }
+            Ok(stats) => self.store_ok(stats),
+        }
+        tracing::info!(reader = %cfg.id, device = %cfg.device.display(), "reader bound by the operator");
+        let state = self.state.readers.add(cfg.clone());
+        let _ = self.out.reader_ctl.send(ReaderCtl::Start(cfg));
+        self.announce_status();
+        Ok(state)
+    }
+}
+
+/// Sleep until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

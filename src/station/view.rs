@@ -1,0 +1,270 @@
+//! What the Station shows: the [`Snapshot`] on its `watch` (everything the
+//! outputs need to draw the station at one moment) and the [`Event`]s on
+//! its `broadcast` (each change, after it is durable), with the component
+//! states they carry.
+//!
+//! Plain data: serialisable, cloneable, no behaviour beyond lookups. The
+//! JSON of these types is the API's; field names and state words are
+//! stable.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::Protocol;
+use crate::domain::tally::TallyView;
+use crate::domain::{Binding, PollDef, TagUid};
+
+/// Whether the station can reach the world, as NetworkManager says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetState {
+    Online,
+    /// Connected, but only locally or behind a portal.
+    Limited,
+    Offline,
+    /// No NetworkManager, no system bus, or not watched.
+    Unknown,
+}
+
+impl NetState {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetState::Online => "online",
+            NetState::Limited => "limited",
+            NetState::Offline => "offline",
+            NetState::Unknown => "unknown",
+        }
+    }
+}
+
+/// The network as the outputs show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkStatus {
+    pub state: NetState,
+    pub detail: String,
+    /// Since when (ms since the epoch).
+    pub since: i64,
+}
+
+/// Whether reader hotplug is followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HotplugState {
+    Watching,
+    Unavailable,
+    Disabled,
+}
+
+/// What the hotplug watcher reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HotplugStatus {
+    pub state: HotplugState,
+    pub detail: String,
+    /// Device paths matching `[hotplug] pattern` that are plugged in.
+    pub devices: Vec<String>,
+}
+
+/// Hotplug as the outputs show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HotplugView {
+    pub state: HotplugState,
+    pub detail: String,
+    /// Plugged-in reader devices no reader is configured for.
+    pub unbound: Vec<String>,
+}
+
+/// The XMPP link's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XmppState {
+    /// No `[xmpp]` in the config.
+    Disabled,
+    Connecting,
+    Online,
+    /// NetworkManager says offline: votes wait in the outbox.
+    Waiting,
+    Error,
+}
+
+impl XmppState {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XmppState::Disabled => "disabled",
+            XmppState::Connecting => "connecting",
+            XmppState::Online => "online",
+            XmppState::Waiting => "waiting",
+            XmppState::Error => "error",
+        }
+    }
+}
+
+/// The XMPP link as the outputs show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct XmppView {
+    pub state: XmppState,
+    pub detail: String,
+    /// Votes waiting to be published.
+    pub outbox: u64,
+    /// Votes published since start.
+    pub published: u64,
+}
+
+/// How identity lookups are doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum IdentityState {
+    #[serde(rename = "not configured")]
+    NotConfigured,
+    #[serde(rename = "starting")]
+    Starting,
+    #[serde(rename = "ok")]
+    Ok,
+    /// Answers come, but something is wrong (a broken people file, a
+    /// refused signature).
+    #[serde(rename = "degraded")]
+    Degraded,
+    /// Lookups wait (network offline, circuit breaker open).
+    #[serde(rename = "offline")]
+    Offline,
+}
+
+/// Identity lookups as the outputs show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdentityView {
+    pub state: IdentityState,
+    pub detail: String,
+    /// Tags waiting for a lookup.
+    pub pending: u64,
+    /// Tags resolved to a person.
+    pub known: u64,
+}
+
+/// Results heard from another station or site over XMPP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteTally {
+    /// `xmpp:<service>?;node=<node>`
+    pub source: String,
+    pub question_id: String,
+    pub question: String,
+    /// (answer id, title, count)
+    pub answers: Vec<(String, String, u64)>,
+    pub total: u64,
+    /// When it was heard (ms since the epoch).
+    pub at: i64,
+}
+
+/// A poll's definition and live state, as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PollState {
+    #[serde(flatten)]
+    pub def: PollDef,
+    pub active: bool,
+}
+
+/// Reader connection state, reported by the reader tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReaderStatus {
+    Connected,
+    Disconnected,
+}
+
+/// A reader as the API and the screens show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReaderState {
+    pub id: String,
+    pub status: ReaderStatus,
+    pub binding: Binding,
+    pub protocol: Protocol,
+    pub device: String,
+    pub last_error: Option<String>,
+    pub frames_ok: u64,
+    pub frames_bad: u64,
+    pub taps: u64,
+}
+
+/// Whether the log can be written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreHealth {
+    pub writable: bool,
+    pub error: Option<String>,
+    pub taps: u64,
+    pub last_commit_ms: Option<f64>,
+    pub startup: StartupReplay,
+}
+
+/// How the state was rebuilt at start.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StartupReplay {
+    /// Whether a checkpoint was used (the JSON keeps its old name).
+    #[serde(rename = "from_snapshot")]
+    pub from_checkpoint: bool,
+    pub replayed_taps: usize,
+    pub ms: f64,
+}
+
+/// Everything the outputs need to draw the station, at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub station: String,
+    pub started_at: i64,
+    pub active_poll: Option<String>,
+    pub polls: Vec<PollState>,
+    pub tallies: Vec<TallyView>,
+    pub readers: Vec<ReaderState>,
+    pub store: StoreHealth,
+    pub network: NetworkStatus,
+    pub hotplug: HotplugView,
+    pub xmpp: XmppView,
+    pub remote: Vec<RemoteTally>,
+    pub identity: IdentityView,
+}
+
+impl Snapshot {
+    #[must_use]
+    pub fn tally(&self, poll: &str) -> Option<&TallyView> {
+        self.tallies.iter().find(|t| t.poll == poll)
+    }
+}
+
+/// A tap as announced publicly: no tag UID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TapEvent {
+    pub station: Arc<str>,
+    pub seq: u64,
+    pub reader: Arc<str>,
+    pub poll: Arc<str>,
+    pub answer: Arc<str>,
+    pub at: i64,
+    pub counted: bool,
+    /// For authenticated consumers (operator page, screen thanks); never serialised.
+    #[serde(skip)]
+    pub tag: TagUid,
+    /// The voter's first name when known: for the screen's thanks.
+    #[serde(skip)]
+    pub first_name: Option<Arc<str>>,
+    /// The voter's name, public only with `[identity] show_names = true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<Arc<str>>,
+}
+
+/// A tap's voter became known after the tap (for the screen's thanks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonEvent {
+    pub tag: TagUid,
+    pub first_name: Arc<str>,
+}
+
+/// A change, announced after it is durable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Tap(TapEvent),
+    Tally(TallyView),
+    Reader(ReaderState),
+    /// Store health or poll state changed; the payload is the new snapshot.
+    Status(Arc<Snapshot>),
+    /// A recent voter's name arrived.
+    Person(PersonEvent),
+}

@@ -1,0 +1,166 @@
+//! The store thread: one transaction per batch, the reply only after the
+//! commit. It runs at the intake's priority (a tap's answer waits for it).
+
+use std::time::Instant;
+
+use rusqlite::{Connection, params};
+use tokio::sync::mpsc;
+
+use super::{Command, CommitStats, Record, StoreError, sql_u64};
+use crate::domain::Binding;
+
+pub(super) fn write_batch(conn: &mut Connection, records: &[Record]) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut tap_stmt = tx.prepare_cached(
+            "INSERT INTO taps (station, seq, reader, tag, at, poll, answer) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let mut checkpoint_stmt = tx.prepare_cached(
+            "INSERT OR REPLACE INTO snapshots (id, tap_rowid, tap_count, at, data) \
+             SELECT 1, coalesce(max(rowid), 0), ?1, ?2, ?3 FROM taps",
+        )?;
+        let mut action_stmt = tx.prepare_cached(
+            "INSERT INTO actions (at, kind, poll, cutoff_at, cutoff_station, cutoff_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut outbox_stmt = tx.prepare_cached(
+            "INSERT INTO outbox (seq, node, item_id, payload, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut mark_stmt = tx.prepare_cached(
+            "INSERT INTO outbox_state (id, enqueued_through) VALUES (1, ?1) \
+             ON CONFLICT (id) DO UPDATE SET enqueued_through = max(enqueued_through, excluded.enqueued_through)",
+        )?;
+        let mut done_stmt = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+        let mut identity_stmt = tx.prepare_cached(
+            "INSERT OR REPLACE INTO identities (tag, person_id, name, first, source, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut dequeue_stmt = tx.prepare_cached("DELETE FROM identity_queue WHERE tag = ?1")?;
+        let mut reader_stmt = tx.prepare_cached(
+            "INSERT INTO bound_readers (id, device, protocol, poll, answer, slot, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for r in records {
+            match r {
+                Record::OutboxMark(_) => {}
+                Record::Identity {
+                    tag,
+                    person,
+                    source,
+                    at,
+                } => {
+                    identity_stmt.execute(params![
+                        tag.as_str(),
+                        person.as_ref().map(|p| p.id.as_str()),
+                        person.as_ref().map(|p| p.name.as_str()),
+                        person.as_ref().map(|p| p.first.as_str()),
+                        source,
+                        at
+                    ])?;
+                    dequeue_stmt.execute([tag.as_str()])?;
+                }
+                Record::Outbox { items, through } => {
+                    for i in items {
+                        outbox_stmt.execute(params![
+                            sql_u64(i.seq),
+                            i.node,
+                            i.item_id,
+                            i.payload,
+                            i.at
+                        ])?;
+                    }
+                    mark_stmt.execute([sql_u64(*through)])?;
+                }
+                Record::Published(ids) => {
+                    for id in ids {
+                        done_stmt.execute([id])?;
+                    }
+                }
+                Record::Reader(b) => {
+                    let (poll, answer, slot) = match &b.binding {
+                        Binding::Fixed { poll, answer } => {
+                            (Some(poll.as_str()), Some(answer.as_str()), None)
+                        }
+                        Binding::Slot { slot } => (None, None, Some(slot.to_string())),
+                    };
+                    reader_stmt.execute(params![
+                        b.id,
+                        b.device,
+                        b.protocol.to_string(),
+                        poll,
+                        answer,
+                        slot,
+                        b.at
+                    ])?;
+                }
+                Record::Tap(t) => {
+                    tap_stmt
+                        .execute(params![
+                            &*t.station,
+                            sql_u64(t.seq),
+                            &*t.reader,
+                            t.tag.as_str(),
+                            t.at,
+                            &*t.poll,
+                            &*t.answer
+                        ])
+                        .map_err(|e| match e.sqlite_error_code() {
+                            Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                                StoreError::Duplicate {
+                                    station: t.station.to_string(),
+                                    seq: t.seq,
+                                }
+                            }
+                            _ => e.into(),
+                        })?;
+                }
+                Record::Checkpoint { data, at, taps } => {
+                    checkpoint_stmt.execute(params![sql_u64(*taps), at, data])?;
+                }
+                Record::Action(a) => {
+                    action_stmt.execute(params![
+                        a.at,
+                        a.kind.as_str(),
+                        a.poll,
+                        a.cutoff.as_ref().map(|c| c.at),
+                        a.cutoff.as_ref().map(|c| c.station.to_string()),
+                        a.cutoff.as_ref().map(|c| sql_u64(c.seq)),
+                    ])?;
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The store thread: one transaction per batch, replies after the commit.
+pub(super) fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
+    // A tap's answer waits for this thread's commit (src/priority.rs).
+    let _ = crate::sys::priority::raise_intake_thread();
+    let mut closed = None;
+    while let Some(cmd) = rx.blocking_recv() {
+        match cmd {
+            Command::Append(records, reply) => {
+                let started = Instant::now();
+                let result = write_batch(&mut conn, &records).map(|()| CommitStats {
+                    records: records.len(),
+                    duration: started.elapsed(),
+                });
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, records = records.len(), "store: commit failed; nothing of this batch is acknowledged");
+                }
+                let _ = reply.send(result);
+            }
+            Command::Close(reply) => {
+                closed = Some(reply);
+                break;
+            }
+        }
+    }
+    // All handles are gone: checkpoint so the WAL does not have to be replayed.
+    if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+        tracing::warn!(error = %e, "store: final checkpoint failed (harmless: the WAL is replayed at next start)");
+    }
+    drop(conn);
+    if let Some(reply) = closed {
+        let _ = reply.send(());
+    }
+}

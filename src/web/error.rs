@@ -1,0 +1,149 @@
+//! The errors clients see (`{"error", "detail"}`, a status that says what
+//! kind of failure it was) and the admin token check.
+
+use axum::Json;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use crate::domain::intake::Refusal;
+use crate::station::{ActionError, BindError, StoreError, TapError};
+
+/// An error as clients see it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    detail: String,
+}
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": self.error, "detail": self.detail })),
+        )
+            .into_response()
+    }
+}
+
+impl From<TapError> for ApiError {
+    fn from(e: TapError) -> Self {
+        let (status, error) = match &e {
+            TapError::UnknownReader(_) => (StatusCode::NOT_FOUND, "unknown reader"),
+            TapError::Refused(Refusal::NoActivePoll | Refusal::EmptySlot { .. }) => {
+                (StatusCode::CONFLICT, "no answer for this reader")
+            }
+            TapError::Refused(Refusal::PollClosed(_)) => (StatusCode::CONFLICT, "poll closed"),
+            TapError::Store(s) => return not_recorded("the tap", s),
+            TapError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        };
+        Self::new(status, error, e.to_string())
+    }
+}
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> Self {
+        let (status, error) = match &e {
+            ActionError::UnknownPoll(_) => (StatusCode::NOT_FOUND, "unknown poll"),
+            ActionError::Store(s) => return not_recorded("the action", s),
+            ActionError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        };
+        Self::new(status, error, e.to_string())
+    }
+}
+
+impl From<BindError> for ApiError {
+    fn from(e: BindError) -> Self {
+        let (status, error) = match &e {
+            BindError::DuplicateId(_) | BindError::DeviceInUse(..) => {
+                (StatusCode::CONFLICT, "already bound")
+            }
+            BindError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad binding"),
+            BindError::Store(s) => return not_recorded("the binding", s),
+            BindError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        };
+        Self::new(status, error, e.to_string())
+    }
+}
+
+/// A write the log refused: the kind of failure, never the store's text
+/// (operators find that in `/healthz` and the log).
+fn not_recorded(what: &str, e: &StoreError) -> ApiError {
+    tracing::error!(error = %e, "{what} was not recorded");
+    let why = match e {
+        StoreError::Full(_) => "the disk is full",
+        StoreError::ReadOnly(_) => "the data directory is read-only",
+        StoreError::Closed => "the station is stopping",
+        _ => "the log cannot be written",
+    };
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not recorded",
+        format!("{what} could not be recorded: {why}; see /healthz"),
+    )
+}
+
+/// A read of the log that failed.
+pub(super) fn store_unavailable(e: &StoreError) -> ApiError {
+    tracing::error!(error = %e, "store read failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store unavailable",
+        "the log cannot be read right now; see /healthz",
+    )
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not found", "no such endpoint")
+}
+
+/// Proof that the request carried the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                // The scheme is case-insensitive (RFC 9110 §11.1).
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            })
+            .map(str::trim);
+        let Some(given) = given else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this endpoint needs `Authorization: Bearer <admin token>`",
+            ));
+        };
+        use subtle::ConstantTimeEq;
+        if bool::from(given.as_bytes().ct_eq(state.admin_token.as_bytes())) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the admin token is wrong",
+            ))
+        }
+    }
+}

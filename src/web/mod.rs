@@ -1,0 +1,80 @@
+//! HTTP: the results page, the JSON API, Server-Sent Events and the admin
+//! endpoints (axum), and the listener that serves them.
+//!
+//! - [`pages`]: the pages and the public JSON (snapshot reads);
+//! - [`sse`]: the event streams and their shared fan-out hub;
+//! - `admin`: the endpoints that need the admin token;
+//! - `error`: the JSON errors clients see, and the token check;
+//! - [`serve`]: one listener, two runtimes (the intake's and the crowd's).
+//!
+//! A client of the Station like any other: reads come from the Station's
+//! snapshot, changes from its broadcast, writes go through its handle, the
+//! export through its reads. Invariants: errors are JSON `{"error",
+//! "detail"}` and never carry internals (no SQLite or OS text); public
+//! responses never carry tag UIDs; axum is used nowhere else.
+
+mod admin;
+mod error;
+pub mod pages;
+pub mod serve;
+pub mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::station::StationHandle;
+pub use error::ApiError;
+pub use sse::{SseHub, crowd};
+
+/// Largest request body accepted.
+const BODY_LIMIT: usize = 16 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub station: StationHandle,
+    pub admin_token: Arc<str>,
+    /// Cancelled at shutdown: ends the event streams so the server can drain.
+    pub shutdown: CancellationToken,
+    pub hub: SseHub,
+}
+
+/// Build the router; tests call this directly.
+pub fn app(state: AppState, request_timeout: Duration) -> Router {
+    let api = Router::new()
+        .route("/", get(pages::index))
+        .route("/operator", get(pages::operator))
+        .route("/assets/{name}", get(pages::asset))
+        .route("/healthz", get(pages::healthz))
+        .route("/metrics", get(pages::metrics))
+        .route("/api/v1/station", get(pages::station_info))
+        .route("/api/v1/polls", get(pages::polls))
+        .route("/api/v1/polls/{poll}/tally", get(pages::tally))
+        .route("/api/v1/polls/{poll}/{action}", post(admin::poll_action))
+        .route(
+            "/api/v1/taps",
+            get(admin::export_taps).post(admin::inject_tap),
+        )
+        .route("/api/v1/readers", post(admin::bind_reader))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ));
+    // The event stream lives as long as the client wants: no request timeout.
+    let streams = Router::new().route("/api/v1/events", get(sse::events));
+    api.merge(streams)
+        .fallback(error::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,174 @@
+//! The XEP-0060 requests one session makes: subscribe (with the full JID,
+//! so notifications reach this session), publish an outbox item, create a
+//! node with persistent items; and reading vote items out of
+//! notifications. Each IQ is bounded by [`IQ_TIMEOUT`].
+
+use futures_util::FutureExt;
+use tokio_xmpp::IqRequest;
+use tokio_xmpp::IqResponse;
+use tokio_xmpp::jid::Jid;
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::pubsub::{self, NodeName, PubSub};
+use tokio_xmpp::parsers::stanza_error::DefinedCondition;
+
+use super::{IQ_TIMEOUT, Publishing, payload};
+use crate::station::{OutboxItem, RemoteTally};
+use crate::sys::clock::now_ms;
+
+pub(super) fn node_uri(service: &str, node: &str) -> String {
+    format!("xmpp:{service}?;node={node}")
+}
+
+/// Subscribe this session to a node: Ok(false) when the service refuses
+/// (typically: the node does not exist yet); Err when the connection fails.
+pub(super) async fn subscribe(
+    sender: &tokio_xmpp::ClientSender,
+    bound: &Jid,
+    (svc, node): &(String, String),
+) -> Result<bool, String> {
+    let Ok(to) = svc.parse::<Jid>() else {
+        return Ok(false);
+    };
+    let req = PubSub::Subscribe {
+        // The full JID: notifications reach this session without our
+        // sending presence; each session subscribes again.
+        subscribe: Some(pubsub::pubsub::Subscribe {
+            jid: bound.clone(),
+            node: Some(NodeName(node.clone())),
+        }),
+        options: None,
+    };
+    let token = sender.send_iq(Some(to), IqRequest::Set(req.into())).await;
+    match tokio::time::timeout(IQ_TIMEOUT, token).await {
+        Ok(Ok(IqResponse::Result(_))) => {
+            tracing::info!(node = %node_uri(svc, node), "xmpp: subscribed");
+            Ok(true)
+        }
+        Ok(Ok(IqResponse::Error(e))) => {
+            tracing::info!(node = %node_uri(svc, node), condition = ?e.defined_condition, "xmpp: subscription refused; trying again later");
+            Ok(false)
+        }
+        Ok(Err(e)) => Err(format!("subscribe failed: {e:?}")),
+        Err(_) => Err("the server did not answer a subscribe".into()),
+    }
+}
+
+pub(super) async fn publish(
+    sender: &tokio_xmpp::ClientSender,
+    service: &Jid,
+    item: OutboxItem,
+) -> Result<Publishing, String> {
+    let payload: Element = item
+        .payload
+        .parse()
+        .map_err(|e| format!("outbox row {} is not XML: {e}", item.id))?;
+    let req = PubSub::Publish {
+        publish: pubsub::pubsub::Publish {
+            node: NodeName(item.node.clone()),
+            items: vec![pubsub::pubsub::Item {
+                id: Some(pubsub::ItemId(item.item_id.clone())),
+                publisher: None,
+                payload: Some(payload),
+            }],
+        },
+        publish_options: None,
+    };
+    // The client's send queue is short and does not drain while the link is
+    // down (tokio-xmpp reconnects silently): bound the wait for room in it.
+    let token = tokio::time::timeout(
+        IQ_TIMEOUT,
+        sender.send_iq(Some(service.clone()), IqRequest::Set(req.into())),
+    )
+    .await
+    .map_err(|_| "the connection is stalled (cannot send)".to_string())?;
+    Ok(async move {
+        let r = match tokio::time::timeout(IQ_TIMEOUT, token).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(format!("publish failed: {e:?}")),
+            Err(_) => Err("the server did not answer a publish".into()),
+        };
+        (item, r)
+    }
+    .boxed())
+}
+
+pub(super) async fn create_node(
+    sender: &tokio_xmpp::ClientSender,
+    service: &Jid,
+    node: &str,
+    max_items: u32,
+) -> Result<(), String> {
+    use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
+    // Keep the latest items (a results site reads them back); not "max":
+    // Prosody's file storage rewrites a node's items on every publish.
+    let form = DataForm::new(
+        DataFormType::Submit,
+        "http://jabber.org/protocol/pubsub#node_config",
+        vec![
+            Field::new("pubsub#persist_items", FieldType::Boolean).with_value("1"),
+            Field::text_single("pubsub#max_items", &max_items.to_string()),
+        ],
+    );
+    let req = PubSub::Create {
+        create: pubsub::pubsub::Create {
+            node: Some(NodeName(node.to_string())),
+        },
+        configure: Some(pubsub::pubsub::Configure { form: Some(form) }),
+    };
+    let token = sender
+        .send_iq(Some(service.clone()), IqRequest::Set(req.into()))
+        .await;
+    match tokio::time::timeout(IQ_TIMEOUT, token).await {
+        Ok(Ok(IqResponse::Result(_))) => Ok(()),
+        // Someone else made it in the meantime.
+        Ok(Ok(IqResponse::Error(e))) if e.defined_condition == DefinedCondition::Conflict => Ok(()),
+        Ok(Ok(IqResponse::Error(e))) => Err(format!(
+            "cannot create node {node}: {:?} (does the account may create nodes on {service}?)",
+            e.defined_condition
+        )),
+        Ok(Err(e)) => Err(format!("create failed: {e:?}")),
+        Err(_) => Err("the server did not answer a create".into()),
+    }
+}
+
+/// Vote items in a pubsub event message, as remote results.
+pub(super) fn remote_results(
+    m: &tokio_xmpp::parsers::message::Message,
+    own_source: &str,
+) -> Vec<RemoteTally> {
+    let service = m.from.as_ref().map(ToString::to_string).unwrap_or_default();
+    let mut out = Vec::new();
+    for p in &m.payloads {
+        let Ok(event) = pubsub::Event::try_from(p.clone()) else {
+            continue;
+        };
+        let pubsub::event::Payload::Items {
+            node, published, ..
+        } = event.payload
+        else {
+            continue;
+        };
+        for item in published {
+            let Some(v) = item.payload.as_ref().and_then(payload::parse) else {
+                continue;
+            };
+            if v.source.as_deref() == Some(own_source) {
+                continue;
+            }
+            out.push(RemoteTally {
+                source: node_uri(&service, &node.0),
+                question_id: v.question.id,
+                question: v.question.title,
+                answers: v
+                    .question
+                    .answers
+                    .into_iter()
+                    .map(|(id, title, count, _)| (id, title, count))
+                    .collect(),
+                total: v.question.total,
+                at: now_ms(),
+            });
+        }
+    }
+    out
+}
