@@ -50,6 +50,7 @@ pub enum Request {
     LogLevel { level: String },
     Export { format: String },
     Reload,
+    Herd,
 }
 
 /// What the server needs.
@@ -199,6 +200,10 @@ async fn handle(
     let answer: Result<Value, String> = match req {
         Request::Status => Ok(status(st)),
         Request::Readers => Ok(json!(st.snapshot().readers)),
+        Request::Herd => match &st.snapshot().herd {
+            Some(h) => Ok(json!(h)),
+            None => Err("this station is not in a herd (no [herd] in its config)".into()),
+        },
         Request::Tally { poll } => {
             let snap = st.snapshot();
             match poll {
@@ -359,6 +364,7 @@ fn status(st: &StationHandle) -> Value {
         "network": snap.network,
         "hotplug": snap.hotplug,
         "identity": snap.identity,
+        "herd": snap.herd,
         "xmpp": snap.xmpp,
         "remote": snap.remote,
         "store": {

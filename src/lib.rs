@@ -29,6 +29,7 @@
 //!    - [`hotplug`]: readers plugged in and out, from systemd's device units (zbus);
 //!    - [`identity`]: tags to people (people file, anyMeta over OAuth 1.0a; reqwest);
 //!    - [`xmpp`]: votes published over pubsub from a durable outbox (tokio-xmpp);
+//!    - [`herd`]: the log shared with the other stations over mutual-TLS links (rustls);
 //!    - [`web`]: HTTP API, SSE, the pages, and HTTP serving (axum);
 //!    - `screen`: the GTK tally screen (feature `gtk`), on the main thread;
 //!    - [`control`]: the live admin console's Unix socket.
@@ -38,7 +39,7 @@
 //!
 //! Outside crates stay in their adapter: axum in `web`, zbus in `network`
 //! and `hotplug`, tokio-xmpp in `xmpp`, gtk in `screen`, reqwest in
-//! `identity`, rusqlite in `store`.
+//! `identity`, rusqlite in `store`, rustls and rcgen in `herd`.
 
 pub mod domain;
 pub mod sys;
@@ -50,6 +51,7 @@ pub mod store;
 pub mod station;
 
 pub mod control;
+pub mod herd;
 pub mod hotplug;
 pub mod identity;
 pub mod network;

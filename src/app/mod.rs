@@ -63,6 +63,17 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
 /// exit [`PANIC_EXIT`]), since a station whose Station task is gone can
 /// take no tap. The returned receiver fires when it ended normally.
 fn watch_station(task: tokio::task::JoinHandle<()>) -> tokio::sync::oneshot::Receiver<()> {
+    on_station_end(task, || {
+        eprintln!("pollstation: the Station task panicked; exiting");
+        std::process::exit(PANIC_EXIT);
+    })
+}
+
+/// [`watch_station`] with what to do on a panic.
+fn on_station_end(
+    task: tokio::task::JoinHandle<()>,
+    panicked: impl FnOnce() + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<()> {
     let (done, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         match task.await {
@@ -74,8 +85,7 @@ fn watch_station(task: tokio::task::JoinHandle<()>) -> tokio::sync::oneshot::Rec
                     "the Station task panicked; exiting so the service manager restarts the station \
                      (nothing acknowledged is lost: every answered tap is in the log)"
                 );
-                eprintln!("pollstation: the Station task panicked; exiting");
-                std::process::exit(PANIC_EXIT);
+                panicked();
             }
             Err(e) => {
                 tracing::error!(error = %e, "the Station task was cancelled");
@@ -177,6 +187,19 @@ pub async fn start_with(
             shutdown.clone(),
         )));
     }
+    if let Some(h) = &config.herd {
+        let me = crate::herd::link::Me {
+            herd: h.id.clone(),
+            station: config.station.id.clone(),
+            polls_hash: config.polls_hash(),
+        };
+        tasks.push(tokio::spawn(crate::herd::run(
+            h.clone(),
+            me,
+            station.clone(),
+            shutdown.clone(),
+        )));
+    }
     let control_path = crate::control::socket_path(&config.station.data_dir);
     let control = crate::control::bind(&control_path)
         .await
@@ -262,5 +285,28 @@ pub async fn reload(
     match applied.await {
         Ok(report) => Ok(serde_json::json!(report)),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_station_task_ends_the_process_and_a_clean_one_does_not() {
+        let (hit_tx, hit) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async { panic!("a bug in the Station") });
+        let done = on_station_end(task, move || {
+            let _ = hit_tx.send(());
+        });
+        hit.await.expect("the panic was acted on");
+        assert!(done.await.is_err(), "a panic is not a clean end");
+
+        let (hit_tx, mut hit) = tokio::sync::oneshot::channel::<()>();
+        let done = on_station_end(tokio::spawn(async {}), move || {
+            let _ = hit_tx.send(());
+        });
+        done.await.expect("a clean end is said");
+        assert!(hit.try_recv().is_err(), "no exit for a clean end");
     }
 }

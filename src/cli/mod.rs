@@ -3,11 +3,12 @@
 //! completions come from the same definitions); `main.rs` only parses and
 //! calls [`run`].
 //!
-//! - [`ctl`]: the control socket's client and its tables;
+//! - [`ctl`]: the control socket's client; [`tables`]: what it prints;
 //! - [`sim`]: `pollstation sim`, a simulated reader with visitors.
 
 pub mod ctl;
 pub mod sim;
+pub mod tables;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +64,26 @@ enum Command {
     /// Play a reader on a pseudo-terminal, with visitors tapping tags; prints
     /// the device path to put in a config.
     Sim(sim::SimArgs),
+    /// The herd's certificates.
+    #[command(subcommand)]
+    Herd(HerdCommand),
+}
+
+#[derive(Subcommand)]
+enum HerdCommand {
+    /// Make a herd CA and one certificate per station (SAN = station id) in
+    /// DIR; run again on the same DIR to add stations (its CA is reused).
+    Init {
+        /// The station ids, e.g. hall-a,hall-b,hall-c.
+        #[arg(long, value_delimiter = ',', required = true)]
+        stations: Vec<String>,
+        /// Where the files go (ca.pem, ca.key, <station>.pem, <station>.key).
+        #[arg(long)]
+        out: PathBuf,
+        /// The herd's name, for the CA's subject.
+        #[arg(long, default_value = "pollstation")]
+        herd: String,
+    },
 }
 
 /// Log to stdout; the returned function changes the filter live.
@@ -127,6 +148,31 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("pollstation ctl: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Herd(HerdCommand::Init {
+            stations,
+            out,
+            herd,
+        }) => match crate::herd::init::init(&herd, &stations, &out) {
+            Ok(made) => {
+                if made.ca_created {
+                    println!(
+                        "made the herd CA: {0}/ca.pem (give it to every station) and {0}/ca.key (keep it safe)",
+                        out.display()
+                    );
+                }
+                for s in made.stations {
+                    println!(
+                        "made {0}/{s}.pem and {0}/{s}.key (mode 0600) for station {s}",
+                        out.display()
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pollstation herd init: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -38,6 +38,25 @@ pub struct Config {
     pub xmpp: Option<XmppConfig>,
     /// `None`: tags are not resolved to people.
     pub identity: Option<IdentityConfig>,
+    /// `None`: a station on its own.
+    pub herd: Option<HerdConfig>,
+}
+
+/// The herd: stations of one event sharing their logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HerdConfig {
+    /// The herd's name; peers of another herd are refused.
+    pub id: String,
+    /// Where peers connect (none: this station only dials).
+    pub listen: Option<SocketAddr>,
+    /// host:port of the peers to dial.
+    pub peers: Vec<String>,
+    /// The herd CA (PEM), this station's certificate (SAN = station id) and key.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// How far ahead of this station's clock a peer's taps may pull its own.
+    pub max_skew: Duration,
 }
 
 /// Resolving tags to people.
@@ -337,6 +356,24 @@ pub fn valid_id(s: &str) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl Config {
+    /// A digest of what stations of a herd must agree on: poll ids, rules,
+    /// whether they start open, and answer ids, in order. Questions and
+    /// labels may differ (a Dutch and an English hall).
+    #[must_use]
+    pub fn polls_hash(&self) -> String {
+        use sha1::Digest;
+        let mut h = sha1::Sha1::new();
+        for p in &self.polls {
+            h.update(format!("poll {} {} {}\n", p.id, p.rule, p.open));
+            for a in &p.answers {
+                h.update(format!("  {}\n", a.id));
+            }
+        }
+        hex::encode(&h.finalize()[..8])
+    }
 }
 
 /// `xmpp:<service>?;node=<node>` → (service, node).

@@ -26,6 +26,31 @@ pub struct RawConfig {
     pub hotplug: RawHotplug,
     pub xmpp: Option<RawXmpp>,
     pub identity: Option<RawIdentity>,
+    pub herd: Option<RawHerd>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHerd {
+    pub id: Spanned<String>,
+    pub listen: Option<Spanned<String>>,
+    #[serde(default)]
+    pub peers: Vec<Spanned<String>>,
+    pub ca: Spanned<String>,
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    #[serde(default = "default_max_skew_ms")]
+    pub max_skew_ms: Spanned<u64>,
+    #[serde(default = "default_carrier")]
+    pub carrier: Spanned<String>,
+}
+
+pub fn default_max_skew_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 1000)
+}
+
+pub fn default_carrier() -> Spanned<String> {
+    Spanned::new(0..0, "direct".into())
 }
 
 #[derive(Debug, Deserialize)]

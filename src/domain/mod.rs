@@ -12,6 +12,7 @@
 //! - everything here is unit- or property-tested.
 
 pub mod backoff;
+pub mod herd;
 pub mod intake;
 pub mod person;
 pub mod poll;
@@ -19,6 +20,6 @@ pub mod tally;
 pub mod tap;
 pub mod text;
 
-pub use person::{Person, Voter};
+pub use person::{IdentityRecord, Person, Voter};
 pub use poll::{Action, ActionKind, Answer, Binding, BindingError, PollDef, Rule};
 pub use tap::{TagError, TagUid, Tap, TapKey, TapRecord};

@@ -11,12 +11,36 @@ use super::tap::TagUid;
 use super::text;
 
 /// A person, as far as the station needs one (from anyMeta or the people file).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {
     /// Unique across sources: `anymeta:<id>` or `local:<person_id>`.
     pub id: String,
     pub name: String,
     pub first: String,
+}
+
+/// An identity answer as logged and replicated: who carries `tag`, as
+/// `origin` looked it up at `at` (person `None`: unknown). Numbered gap-free
+/// per origin, so one station's lookup serves the whole herd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    pub origin: Arc<str>,
+    pub iseq: u64,
+    pub tag: TagUid,
+    pub person: Option<Person>,
+    /// `people` or `anymeta`.
+    pub source: String,
+    /// When it was looked up (ms since the epoch).
+    pub at: i64,
+}
+
+impl IdentityRecord {
+    /// Whether this answer replaces `other` for the same tag: the last
+    /// looked up wins, ties broken by origin (every station decides alike).
+    #[must_use]
+    pub fn wins_over(&self, other_at: i64, other_origin: &str) -> bool {
+        (self.at, &*self.origin) > (other_at, other_origin)
+    }
 }
 
 /// Whose vote a tap is, for the tally: a known person, else the tag itself.
@@ -113,6 +137,22 @@ mod tests {
         .unwrap_err();
         let lines: Vec<usize> = errs.iter().map(|p| p.line).collect();
         assert_eq!(lines, vec![1, 2, 3, 5], "{errs:?}");
+    }
+
+    #[test]
+    fn the_last_lookup_wins_and_ties_go_by_origin() {
+        let r = IdentityRecord {
+            origin: "hall-b".into(),
+            iseq: 1,
+            tag: TagUid::parse("01020304").unwrap(),
+            person: None,
+            source: "anymeta".into(),
+            at: 100,
+        };
+        assert!(r.wins_over(99, "hall-z"));
+        assert!(!r.wins_over(101, "hall-a"));
+        assert!(r.wins_over(100, "hall-a"));
+        assert!(!r.wins_over(100, "hall-c"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -282,14 +283,27 @@ impl<'de> Deserialize<'de> for ActionKind {
     }
 }
 
-/// An operator action on a poll, as logged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// An operator action on a poll, as logged and replicated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Action {
+    /// The station that took it, and its number there (gap-free per origin).
+    pub origin: Arc<str>,
+    pub oseq: u64,
     pub at: i64,
     pub kind: ActionKind,
     pub poll: String,
-    /// For resets: the key at and below which taps are forgotten.
-    pub cutoff: Option<TapKey>,
+    /// Where it lies in the taps' total order: above every tap of the poll
+    /// its station had seen. For a reset the cutoff, for open and close the
+    /// gate, for activate the last-writer-wins order.
+    pub key: TapKey,
+}
+
+impl Action {
+    /// Its key in its origin's feed of actions.
+    #[must_use]
+    pub fn feed_key(&self) -> (&str, u64) {
+        (&self.origin, self.oseq)
+    }
 }
 
 #[cfg(test)]

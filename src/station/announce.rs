@@ -80,4 +80,17 @@ impl Station {
             self.counters.due = Some(next);
         }
     }
+
+    /// Tell the herd links what this station holds now, if it changed.
+    pub(super) fn publish_heads(&mut self) {
+        let heads = &self.state.heads;
+        self.out.heads.send_if_modified(|h| {
+            if **h == *heads {
+                false
+            } else {
+                *h = std::sync::Arc::new(heads.clone());
+                true
+            }
+        });
+    }
 }

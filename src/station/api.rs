@@ -22,6 +22,7 @@ use super::view::{
     RemoteTally, Snapshot, TapEvent, XmppState,
 };
 use crate::config::{Config, Protocol, ReaderConfig};
+use crate::domain::herd::{Feed, Heads, HerdEvent};
 use crate::domain::intake::Refusal;
 use crate::domain::tally::TallyView;
 use crate::domain::{ActionKind, BindingError, Person, PollDef, TagUid, Tap};
@@ -37,11 +38,41 @@ pub enum TapError {
     Refused(#[from] Refusal),
     #[error("the tap could not be recorded: {0}")]
     Store(StoreError),
+    /// An empty data dir under an id the herd knows: the station first
+    /// restores its own feed from its peers, so it never reuses a number.
+    #[error("the station is restoring its log from the herd; taps wait until it has")]
+    Restoring,
     #[error("the station is shutting down")]
     ShuttingDown,
 }
 
-/// Why an operator action was refused.
+/// What became of events a peer sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HerdApplied {
+    /// Stored (and applied) now.
+    pub stored: usize,
+    /// Held already.
+    pub duplicates: usize,
+    /// Out of order (an earlier one is missing): they come again.
+    pub gaps: usize,
+}
+
+/// What a herd link tells the Station about itself.
+#[derive(Debug, Clone)]
+pub enum HerdReport {
+    /// A link's state changed (keyed by its address).
+    Peer {
+        view: super::view::PeerView,
+        /// The feeds it holds, when it said (hello, heads).
+        heads: Option<Arc<Heads>>,
+    },
+    /// A link is gone for good (a peer that came in and left).
+    Gone { address: String },
+    /// A connection was refused: who, why.
+    Refused(super::view::RefusedPeer),
+    /// An origin sent two events under one key (`detail` says which).
+    Forked { origin: String, detail: String },
+}
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActionError {
     #[error("no poll {0:?} is configured")]
@@ -157,6 +188,14 @@ pub enum Command {
         reader: ReaderConfig,
         reply: oneshot::Sender<Result<ReaderState, BindError>>,
     },
+    /// Events from a herd peer, in feed order: stored behind this batch's
+    /// local taps, applied once durable. The reply says what was kept.
+    Herd {
+        events: Vec<HerdEvent>,
+        reply: oneshot::Sender<Result<HerdApplied, StoreError>>,
+    },
+    /// How the herd's links are.
+    HerdStatus(HerdReport),
 }
 
 /// A counted vote to publish, with what its item shows: the poll and its
@@ -237,6 +276,8 @@ pub struct StationHandle {
     pub(super) tap_ring: Arc<std::sync::Mutex<TapRing<TapEvent>>>,
     pub(super) store: Store,
     pub(super) metrics: Arc<Metrics>,
+    /// Station → herd links: the feeds held, after each commit.
+    pub(super) heads: watch::Receiver<Arc<Heads>>,
 }
 
 impl StationHandle {
@@ -391,6 +432,39 @@ impl StationHandle {
         limit: usize,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         self.store.outbox_peek(after, limit).await
+    }
+
+    /// The feeds this station holds, updated after each commit (herd links
+    /// send a peer what it lacks from this).
+    #[must_use]
+    pub fn heads(&self) -> watch::Receiver<Arc<Heads>> {
+        self.heads.clone()
+    }
+
+    /// Up to `limit` events of a feed numbered above `after`, in order.
+    pub async fn feed_after(
+        &self,
+        origin: Arc<str>,
+        feed: Feed,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<HerdEvent>, StoreError> {
+        self.store.feed_after(origin, feed, after, limit).await
+    }
+
+    /// Of events a peer sent again, those that differ from the logged ones.
+    pub async fn mismatching(&self, events: Vec<HerdEvent>) -> Result<Vec<HerdEvent>, StoreError> {
+        self.store.mismatching(events).await
+    }
+
+    /// Hand a peer's events to the Station and wait until they are durable.
+    pub async fn herd_events(&self, events: Vec<HerdEvent>) -> Result<HerdApplied, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Herd { events, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Where the log is, and how big (database plus WAL), for operators.

@@ -20,20 +20,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::api::{BindError, Command, OutboxEncoder, ReaderCtl, TapError, TapOutcome, TapReply};
+use super::api::{Command, HerdApplied, OutboxEncoder, ReaderCtl, TapError, TapOutcome, TapReply};
+use super::herd::Foreign;
 use super::metrics::{Metrics, TapLabels};
 use super::ring::TapRing;
 use super::state::Counters;
 use super::state::{Prepared, ResolvedIdentity, State};
-use super::view::{Event, ReaderState, Snapshot, TapEvent};
-use crate::config::ReaderConfig;
-use crate::domain::tally::TallyView;
-use crate::domain::{TagUid, Tap};
-use crate::store::{OutboxItem, Record, Store};
+use super::view::{Event, Snapshot, TapEvent};
+use crate::domain::herd::{Feed, Heads};
+use crate::domain::{IdentityRecord, TagUid, Tap};
+use crate::store::{OutboxItem, Record, Store, StoreError};
 use crate::sys::clock::now_ms;
 
 /// Most commands taken into one batch.
@@ -55,6 +55,8 @@ pub(super) struct Outputs {
     pub reader_ctl: mpsc::UnboundedSender<ReaderCtl>,
     /// Station → identity: tags to resolve.
     pub lookups: mpsc::UnboundedSender<TagUid>,
+    /// Station → herd links: the feeds held.
+    pub heads: watch::Sender<Arc<Heads>>,
 }
 
 /// Records waiting to ride with the next tap commit.
@@ -105,13 +107,21 @@ struct Batch {
     taps: Vec<Tap>,
     waiters: Vec<Waiter>,
     index: HashMap<(Arc<str>, TagUid), usize>,
+    /// The feeds as they will be once this batch's foreign events are in.
+    heads: Option<Heads>,
+    /// Peers' events to store behind the local taps.
+    foreign: Foreign,
+    /// Who sent them, with what became of theirs.
+    herd_waiters: Vec<(HerdReply, HerdApplied)>,
 }
+
+type HerdReply = oneshot::Sender<Result<HerdApplied, StoreError>>;
 
 /// The Station task's own state.
 pub(super) struct Station {
     pub(super) state: State,
     pub(super) store: Store,
-    encoder: Option<Arc<dyn OutboxEncoder>>,
+    pub(super) encoder: Option<Arc<dyn OutboxEncoder>>,
     pub(super) out: Outputs,
     pub(super) metrics: Arc<Metrics>,
     pub(super) riders: Riders,
@@ -160,7 +170,10 @@ impl Station {
         mut rx: mpsc::Receiver<Command>,
         shutdown: CancellationToken,
         backfill: Option<(Vec<Tap>, u64)>,
+        refold: Vec<String>,
     ) {
+        // Actions that arrived below checkpointed taps: fold those polls again.
+        self.refold(refold).await;
         if let Some((taps, through)) = backfill {
             let items = self.encode(&taps, &vec![true; taps.len()]);
             self.enqueue(items, through).await;
@@ -366,6 +379,16 @@ impl Station {
                     let result = self.bind_reader(reader).await;
                     let _ = reply.send(result);
                 }
+                Command::Herd { events, reply } => {
+                    let heads = batch.heads.get_or_insert_with(|| self.state.heads.clone());
+                    let sorted = self.state.sort_foreign(heads, events);
+                    batch.foreign.events.extend(sorted.events);
+                    batch.herd_waiters.push((reply, sorted.applied));
+                }
+                Command::HerdStatus(report) => {
+                    self.state.herd_report(report);
+                    self.announce_status();
+                }
             }
         }
         self.commit(batch).await;
@@ -385,7 +408,7 @@ impl Station {
     }
 
     async fn commit(&mut self, batch: Batch) {
-        if batch.taps.is_empty() && batch.waiters.is_empty() {
+        if batch.taps.is_empty() && batch.waiters.is_empty() && batch.herd_waiters.is_empty() {
             return;
         }
         self.write(batch).await;
@@ -393,8 +416,16 @@ impl Station {
 
     /// One transaction: the taps and the riders; then apply and announce.
     async fn write(&mut self, batch: Batch) {
-        let Batch { taps, waiters, .. } = batch;
+        let Batch {
+            taps,
+            waiters,
+            foreign,
+            herd_waiters,
+            ..
+        } = batch;
         let mut records: Vec<Record> = taps.iter().cloned().map(Record::Tap).collect();
+        // Peers' events go behind the local taps, in the same transaction.
+        records.extend(foreign.records());
         // A tap is its own durable lookup request: after a crash, every
         // logged tag without an answer is looked up again (see `recover`).
         let wall = now_ms();
@@ -410,12 +441,29 @@ impl Station {
             });
         }
         let identities = std::mem::take(&mut self.riders.identities);
-        records.extend(identities.iter().map(ResolvedIdentity::record));
+        // This station's answers, numbered in its identity feed.
+        let first = self.state.heads.get(&self.state.id, Feed::Identities) + 1;
+        let numbered: Vec<IdentityRecord> = identities
+            .iter()
+            .zip(first..)
+            .map(|(i, iseq)| IdentityRecord {
+                origin: self.state.id.clone(),
+                iseq,
+                tag: i.tag.clone(),
+                person: i.person.clone(),
+                source: i.source.clone(),
+                at: i.at,
+            })
+            .collect();
+        records.extend(numbered.iter().cloned().map(Record::Identity));
         if let Err(e) = self.store.append(records).await.map(|s| self.store_ok(s)) {
             self.store_failed(&e);
             // Not written: try them again with the next commit.
             self.riders.outbox.splice(0..0, riding);
             self.riders.identities.splice(0..0, identities);
+            for (reply, _) in herd_waiters {
+                let _ = reply.send(Err(e.clone()));
+            }
             for w in waiters {
                 let reply = match w {
                     Waiter::New(_, r) => r,
@@ -436,7 +484,14 @@ impl Station {
             self.state.people.pending.insert(tag.clone());
             let _ = self.out.lookups.send(tag);
         }
-        let applied = self.state.taps_committed(&taps, identities, self.now());
+        let mut applied = self.state.taps_committed(&taps, numbered, self.now());
+        let refold = if foreign.events.is_empty() {
+            Vec::new()
+        } else {
+            self.state.foreign_committed(foreign, &mut applied.events)
+        };
+        self.refold(refold).await;
+        self.publish_heads();
         for (tap, c) in taps.iter().zip(&applied.counted) {
             self.metrics
                 .taps
@@ -460,6 +515,13 @@ impl Station {
                 }));
             }
         }
+        for (reply, result) in herd_waiters {
+            self.metrics.herd_received.inc_by(result.stored as u64);
+            self.metrics
+                .herd_duplicates
+                .inc_by(result.duplicates as u64);
+            let _ = reply.send(Ok(result));
+        }
         // Taps go into the ring and out under its lock, so a stream that
         // reconnects sees each exactly once (`subscribe_after`).
         {
@@ -469,7 +531,10 @@ impl Station {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for e in applied.events {
-                if let Event::Tap(t) = &e {
+                // Resumed streams name this station's taps only.
+                if let Event::Tap(t) = &e
+                    && t.station == self.state.id
+                {
                     ring.push(t.seq, t.clone());
                 }
                 let _ = self.out.events.send(e);
@@ -483,84 +548,6 @@ impl Station {
             self.riders.outbox.extend(items);
             self.riders.since.get_or_insert_with(Instant::now);
         }
-    }
-
-    /// The outbox items of the counted taps among `taps`, with their polls'
-    /// tallies as they are now.
-    fn encode(&self, taps: &[Tap], counted: &[bool]) -> Vec<OutboxItem> {
-        let Some(encoder) = &self.encoder else {
-            return Vec::new();
-        };
-        let mut views: HashMap<Arc<str>, TallyView> = HashMap::new();
-        for (t, _) in taps.iter().zip(counted).filter(|(_, c)| **c) {
-            if !views.contains_key(&t.poll)
-                && let Some(v) = self.state.tallies.view(&t.poll)
-            {
-                views.insert(t.poll.clone(), v);
-            }
-        }
-        encoder.encode(&self.state.votes(taps, counted, &views))
-    }
-
-    /// Write publications to the outbox (after the taps are durable).
-    async fn enqueue(&mut self, items: Vec<OutboxItem>, through: u64) {
-        let n = items.len() as u64;
-        match self
-            .store
-            .append(vec![Record::Outbox { items, through }])
-            .await
-        {
-            Ok(_) => {
-                self.state.xmpp.outbox += n;
-                self.view_stale = true;
-            }
-            // The taps are in the log above the mark: the next start enqueues them.
-            Err(e) => {
-                tracing::warn!(error = %e, items = n, "cannot enqueue votes for XMPP now; they are enqueued at the next start");
-            }
-        }
-    }
-
-    async fn apply_action(
-        &mut self,
-        poll: &str,
-        kind: crate::domain::ActionKind,
-    ) -> Result<super::view::PollState, super::api::ActionError> {
-        let action = self.state.plan_action(poll, kind, now_ms())?;
-        match self
-            .store
-            .append(vec![Record::Action(action.clone())])
-            .await
-        {
-            Err(e) => {
-                self.store_failed(&e);
-                return Err(super::api::ActionError::Store(e));
-            }
-            Ok(stats) => self.store_ok(stats),
-        }
-        let (state, events) = self.state.action_committed(action);
-        for e in events {
-            let _ = self.out.events.send(e);
-        }
-        tracing::info!(poll, action = %kind, "operator action logged");
-        self.announce_status();
-        Ok(state)
-    }
-
-    async fn bind_reader(&mut self, cfg: ReaderConfig) -> Result<ReaderState, BindError> {
-        let record = self.state.plan_bind(&cfg, now_ms())?;
-        match self.store.append(vec![record]).await {
-            Err(e) => {
-                self.store_failed(&e);
-                return Err(BindError::Store(e));
-            }
-            Ok(stats) => self.store_ok(stats),
-        }
-        tracing::info!(reader = %cfg.id, device = %cfg.device.display(), "reader bound by the operator");
-        let state = self.state.readers.add(cfg.clone());
-        let _ = self.out.reader_ctl.send(ReaderCtl::Start(cfg));
-        self.announce_status();
-        Ok(state)
     }
 }
 

@@ -7,7 +7,9 @@
 
 use serde::Serialize;
 
-use super::view::{HotplugState, IdentityState, NetState, ReaderStatus, Snapshot, XmppState};
+use super::view::{
+    HotplugState, IdentityState, LinkState, NetState, ReaderStatus, Snapshot, XmppState,
+};
 
 /// How bad it is, from fine to votes being lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -221,13 +223,109 @@ pub fn overview(snap: &Snapshot) -> Overview {
             Some("check [identity] anymeta, the credentials file (mode 0600) and the people file"),
         ),
     });
-    out.push(c("herd", Level::Ok, "not configured", None));
+    out.push(herd(snap));
 
     let level = out.iter().map(|c| c.level).max().unwrap_or(Level::Ok);
     Overview {
         level,
         components: out,
     }
+}
+
+/// The herd's component: links up, in step, clocks, forks.
+fn herd(snap: &Snapshot) -> Component {
+    let Some(h) = &snap.herd else {
+        return c("herd", Level::Ok, "not configured", None);
+    };
+    if !h.forked.is_empty() {
+        return c(
+            "herd",
+            Level::Error,
+            format!(
+                "station(s) {} sent two different events under one key",
+                h.forked.join(", ")
+            ),
+            Some(
+                "two stations share an id, or one was reinstalled without restoring: give each station its own id (the first events are kept)",
+            ),
+        );
+    }
+    if h.restoring {
+        return c(
+            "herd",
+            Level::Warning,
+            "restoring this station's log from the herd: taps wait until it has",
+            Some("keep a link to a peer up (pollstation ctl herd); it ends by itself"),
+        );
+    }
+    let up = h.peers.iter().filter(|p| p.state == LinkState::Up).count();
+    if up == 0 {
+        return if h.peers.is_empty() {
+            c(
+                "herd",
+                Level::Notice,
+                "waiting for peers to connect",
+                Some("votes here are kept and shared once a peer connects"),
+            )
+        } else {
+            c(
+                "herd",
+                Level::Error,
+                format!(
+                    "no herd link is up ({} peer(s) configured): votes here are not shared",
+                    h.peers.len()
+                ),
+                Some(
+                    "check the network to the other stations and that they run; `pollstation ctl herd` shows each link's last error",
+                ),
+            )
+        };
+    }
+    let down: Vec<String> = h
+        .peers
+        .iter()
+        .filter(|p| p.state != LinkState::Up)
+        .map(|p| p.station.clone().unwrap_or_else(|| p.address.clone()))
+        .collect();
+    let skewed: Vec<String> = h
+        .peers
+        .iter()
+        .filter(|p| p.skewed)
+        .filter_map(|p| p.station.clone())
+        .collect();
+    let behind: u64 = h.origins.iter().map(|o| o.lag).sum();
+    if !down.is_empty() {
+        return c(
+            "herd",
+            Level::Warning,
+            format!("{up} link(s) up; down: {}", down.join(", ")),
+            Some(
+                "votes are kept and exchanged when the link is back; check that station and the network to it",
+            ),
+        );
+    }
+    if !skewed.is_empty() {
+        return c(
+            "herd",
+            Level::Warning,
+            format!(
+                "the clock of {} is off by more than max_skew_ms",
+                skewed.join(", ")
+            ),
+            Some(
+                "run NTP (chrony) on every station: counts stay right, but which of one person's two taps counts may not",
+            ),
+        );
+    }
+    if behind > 0 {
+        return c(
+            "herd",
+            Level::Notice,
+            format!("{up} link(s) up, catching up: {behind} event(s) to receive"),
+            None,
+        );
+    }
+    c("herd", Level::Ok, format!("{up} link(s) up, in step"), None)
 }
 
 #[cfg(test)]

@@ -52,6 +52,24 @@ pub struct Metrics {
     xmpp_online: Gauge,
     xmpp_outbox: Gauge<u64, AtomicU64>,
     xmpp_published: Gauge<u64, AtomicU64>,
+    /// Herd: links up now, connections refused, events taken from peers
+    /// and dropped as held already.
+    pub herd_links_up: Gauge,
+    pub herd_refused: Counter,
+    pub herd_received: Counter,
+    pub herd_duplicates: Counter,
+    herd_peer_up: Family<PeerLabels, Gauge>,
+    herd_origin_lag: Family<OriginLabels, Gauge<u64, AtomicU64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OriginLabels {
+    pub origin: String,
 }
 
 impl Default for Metrics {
@@ -156,7 +174,49 @@ impl Metrics {
             "Votes published over XMPP since start",
             xmpp_published.clone(),
         );
+        let herd_links_up = Gauge::default();
+        registry.register(
+            "herd_links_up",
+            "Herd links to other stations that are up",
+            herd_links_up.clone(),
+        );
+        let herd_refused = Counter::default();
+        registry.register(
+            "herd_refused",
+            "Herd connections refused (certificate, herd, polls)",
+            herd_refused.clone(),
+        );
+        let herd_received = Counter::default();
+        registry.register(
+            "herd_events_received",
+            "Events taken from herd peers and stored",
+            herd_received.clone(),
+        );
+        let herd_duplicates = Counter::default();
+        registry.register(
+            "herd_events_duplicate",
+            "Events from herd peers dropped as held already",
+            herd_duplicates.clone(),
+        );
+        let herd_peer_up = Family::<PeerLabels, Gauge>::default();
+        registry.register(
+            "herd_peer_up",
+            "1 while the link to this peer is up",
+            herd_peer_up.clone(),
+        );
+        let herd_origin_lag = Family::<OriginLabels, Gauge<u64, AtomicU64>>::default();
+        registry.register(
+            "herd_origin_lag",
+            "Events of this origin a peer holds and this station does not",
+            herd_origin_lag.clone(),
+        );
         Self {
+            herd_links_up,
+            herd_refused,
+            herd_received,
+            herd_duplicates,
+            herd_peer_up,
+            herd_origin_lag,
             xmpp_online,
             xmpp_outbox,
             xmpp_published,
@@ -210,6 +270,21 @@ impl Metrics {
             .set(i64::from(snap.xmpp.state == XmppState::Online));
         self.xmpp_outbox.set(snap.xmpp.outbox);
         self.xmpp_published.set(snap.xmpp.published);
+        if let Some(h) = &snap.herd {
+            for p in &h.peers {
+                let peer = p.station.clone().unwrap_or_else(|| p.address.clone());
+                self.herd_peer_up
+                    .get_or_create(&PeerLabels { peer })
+                    .set(i64::from(p.state == super::view::LinkState::Up));
+            }
+            for o in &h.origins {
+                self.herd_origin_lag
+                    .get_or_create(&OriginLabels {
+                        origin: o.origin.clone(),
+                    })
+                    .set(o.lag);
+            }
+        }
         self.unbound_devices
             .set(i64::try_from(snap.hotplug.unbound.len()).unwrap_or(i64::MAX));
         let mut out = String::new();

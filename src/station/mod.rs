@@ -14,6 +14,8 @@
 //!   reload plan;
 //! - `commit`: the batch loop, the group commit and its riders;
 //!   `announce`: the watch, status events, counters; `checkpoint`;
+//!   `outbox`: votes to publish; `operator`: actions, bindings, re-folds;
+//! - `herd`: the herd's events in the state (sorting, applying, restore);
 //! - `recover`: start-up from the log;
 //! - [`ring`]: the replay ring for resumed event streams;
 //! - [`metrics`], [`health`]: what `/metrics` and the health overview read.
@@ -27,7 +29,12 @@ pub mod api;
 mod checkpoint;
 mod commit;
 pub mod health;
+mod herd;
 pub mod metrics;
+mod operator;
+mod outbox;
+mod people;
+mod readers;
 mod recover;
 mod reload;
 pub mod ring;
@@ -38,12 +45,12 @@ pub mod view;
 
 pub use api::{
     ActionError, BindError, Command, DevicePresence, DeviceWatch, ExportFormat, ExportLines,
-    OutboxEncoder, OutboxItem, ReaderCtl, ReaderReport, ReloadReport, StationHandle, StoreError,
-    TapError, TapOutcome, Vote, WatchDevice,
+    HerdApplied, HerdReport, OutboxEncoder, OutboxItem, ReaderCtl, ReaderReport, ReloadReport,
+    StationHandle, StoreError, TapError, TapOutcome, Vote, WatchDevice,
 };
 pub use recover::{StartError, Started, start};
 pub use view::{
-    Event, HotplugState, HotplugStatus, HotplugView, IdentityState, IdentityView, NetState,
-    NetworkStatus, PersonEvent, PollState, ReaderState, ReaderStatus, RemoteTally, Snapshot,
-    StoreHealth, TapEvent, XmppState, XmppView,
+    Event, HerdView, HotplugState, HotplugStatus, HotplugView, IdentityState, IdentityView,
+    LinkState, NetState, NetworkStatus, OriginView, PeerView, PersonEvent, PollState, ReaderState,
+    ReaderStatus, RefusedPeer, RemoteTally, Snapshot, StoreHealth, TapEvent, XmppState, XmppView,
 };

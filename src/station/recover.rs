@@ -8,7 +8,7 @@
 //! started until the whole log is read.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, watch};
@@ -18,12 +18,13 @@ use super::api::{OutboxEncoder, ReaderCtl, StationHandle};
 use super::commit::{MAX_BATCH, Station};
 use super::metrics::Metrics;
 use super::ring::TapRing;
-use super::state::{Readers, SavedState, State, hotplug_not_started, unknown_network};
+use super::state::{HerdState, Readers, SavedState, State, hotplug_not_started, unknown_network};
 use super::view::{IdentityState, IdentityView, StartupReplay, StoreHealth, XmppState, XmppView};
 use crate::config::Config;
+use crate::domain::herd::Feed;
 use crate::domain::intake::{Debounce, TapClock};
-use crate::domain::tally::{Applied, Tallies};
-use crate::domain::{ActionKind, TagUid, Tap};
+use crate::domain::tally::{Applied, Effect, Gate, Tallies};
+use crate::domain::{ActionKind, TagUid, Tap, TapKey};
 use crate::store::{BoundReader, Record, Store, StoreError};
 use crate::sys::clock::now_ms;
 use crate::sys::fs::DataDirError;
@@ -52,14 +53,17 @@ pub struct Started {
 /// What replaying the log gathers beside the tallies.
 #[derive(Default)]
 struct Replayed {
-    open: HashMap<String, bool>,
     active: Option<String>,
+    active_key: Option<TapKey>,
+    /// Polls whose actions arrived below checkpointed taps: re-folded
+    /// from the log before the Station takes its first command.
+    refold: Vec<String>,
     bound: Vec<BoundReader>,
     outbox_mark: Option<u64>,
     /// Counted own taps above the outbox mark: committed, not enqueued
     /// (a crash in between).
     unenqueued: Vec<Tap>,
-    people: super::state::People,
+    people: super::people::People,
 }
 
 /// Open the store, rebuild the state from the log, and start the Station.
@@ -80,11 +84,6 @@ pub fn start(
     // and logs written before taps were the queue.
     let queued: RefCell<HashSet<TagUid>> = RefCell::default();
     let mut r = Replayed {
-        open: config
-            .polls
-            .iter()
-            .map(|p| (p.id.clone(), p.open))
-            .collect(),
         active: config.station.active_poll.clone().or_else(|| {
             config
                 .polls
@@ -110,23 +109,26 @@ pub fn start(
         }
     };
     let (store, rec) = Store::open(&db, &config.station.id, restore, |record| match record {
-        Record::Action(a) => match a.kind {
-            ActionKind::Open | ActionKind::Close => {
-                if let Some(o) = r.open.get_mut(&a.poll) {
-                    *o = a.kind == ActionKind::Open;
+        Record::Action(a) => {
+            let gate = match a.kind {
+                ActionKind::Open => Gate::Open,
+                ActionKind::Close => Gate::Close,
+                ActionKind::Reset => Gate::Reset,
+                ActionKind::Activate => {
+                    // Last writer wins by key.
+                    if r.active_key.as_ref().is_none_or(|k| *k < a.key)
+                        && config.polls.iter().any(|p| p.id == a.poll)
+                    {
+                        r.active = Some(a.poll);
+                        r.active_key = Some(a.key);
+                    }
+                    return;
                 }
+            };
+            if tallies.borrow_mut().act(&a.poll, &gate, a.key) == Effect::Refold {
+                r.refold.push(a.poll);
             }
-            ActionKind::Activate => {
-                if config.polls.iter().any(|p| p.id == a.poll) {
-                    r.active = Some(a.poll);
-                }
-            }
-            ActionKind::Reset => {
-                if let Some(c) = a.cutoff {
-                    tallies.borrow_mut().reset(&a.poll, c);
-                }
-            }
-        },
+        }
         Record::Tap(tap) => {
             if resolving {
                 queued.borrow_mut().insert(tap.tag.clone());
@@ -145,17 +147,24 @@ pub fn start(
             }
         }
         Record::OutboxMark(m) => r.outbox_mark = m,
-        Record::Identity {
-            tag, person, at, ..
+        Record::KnownIdentity {
+            tag,
+            person,
+            origin,
+            at,
         } => {
             // The engine is order-independent: identities may come first.
             tallies
                 .borrow_mut()
                 .assign(&tag, person.as_ref().map(|p| Arc::from(p.id.as_str())));
-            r.people.insert(tag, person, at);
+            r.people.insert(tag, person, at, origin);
         }
         Record::Reader(b) => r.bound.push(b),
-        Record::Checkpoint { .. } | Record::Outbox { .. } | Record::Published(_) => {}
+        Record::Checkpoint { .. }
+        | Record::Outbox { .. }
+        | Record::Published(_)
+        | Record::ForeignTap(_)
+        | Record::Identity(_) => {}
     })?;
     let tallies = tallies.into_inner();
     let mut queued = queued.into_inner();
@@ -208,8 +217,8 @@ pub fn start(
         id: config.station.id.as_str().into(),
         config: config.clone(),
         polls: config.polls.clone(),
-        open: r.open,
         active: r.active,
+        active_key: r.active_key,
         tallies,
         readers,
         recent: Debounce::new(config.station.debounce),
@@ -217,6 +226,21 @@ pub fn start(
             next_seq: rec.next_seq,
             last_at: rec.last_at,
         },
+        heads: rec.heads.clone(),
+        newest_foreign: rec.newest_foreign_at,
+        max_skew_ms: config
+            .herd
+            .as_ref()
+            .map_or(1000, |h| i64::try_from(h.max_skew.as_millis()).unwrap_or(i64::MAX)),
+        herd: config.herd.as_ref().map(|h| {
+            let own = &config.station.id;
+            let nothing_of_ours = Feed::ALL.iter().all(|f| rec.heads.get(own, *f) == 0);
+            let restoring = nothing_of_ours && !h.peers.is_empty();
+            if restoring {
+                tracing::info!("herd: this station holds nothing of its own yet; it asks its peers first (taps wait)");
+            }
+            HerdState::new(h.id.clone(), config.polls_hash(), restoring)
+        }),
         taps_logged: rec.taps as u64,
         people: r.people,
         store_health: StoreHealth {
@@ -274,6 +298,7 @@ pub fn start(
     let (events, _) = broadcast::channel(4096);
     let snapshot = Arc::new(state.snapshot());
     let (state_tx, state_rx) = watch::channel(snapshot);
+    let (heads_tx, heads_rx) = watch::channel(Arc::new(state.heads.clone()));
     let tap_ring = Arc::new(std::sync::Mutex::new(TapRing::new(
         rec.next_seq.saturating_sub(1),
     )));
@@ -288,6 +313,7 @@ pub fn start(
             tap_ring: tap_ring.clone(),
             reader_ctl: reader_ctl_tx,
             lookups: lookups_tx,
+            heads: heads_tx,
         },
         metrics.clone(),
         checkpoint_taps,
@@ -300,8 +326,9 @@ pub fn start(
         tap_ring,
         store,
         metrics,
+        heads: heads_rx,
     };
-    let task = tokio::spawn(station.run(rx, shutdown, backfill));
+    let task = tokio::spawn(station.run(rx, shutdown, backfill, r.refold));
     Ok(Started {
         handle,
         task,

@@ -37,7 +37,6 @@ impl State {
             match self.polls.iter().position(|p| p.id == def.id) {
                 None => {
                     self.tallies.add_poll(def);
-                    self.open.insert(def.id.clone(), def.open);
                     self.polls.push(def.clone());
                     report.applied.push(format!("poll {} added", def.id));
                 }

@@ -7,136 +7,87 @@
 //! why this file can be tested with a paused clock and no store. Time comes
 //! in as arguments (`now`: monotonic offset, `wall`: ms since the epoch).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::api::{ActionError, BindError, ReaderReport, TapError, TapOutcome, Vote};
+pub(super) use super::people::People;
+pub(super) use super::readers::Readers;
 use super::view::{
     Event, HotplugState, HotplugStatus, HotplugView, IdentityView, NetState, NetworkStatus,
-    PersonEvent, PollState, ReaderState, ReaderStatus, RemoteTally, Snapshot, StoreHealth,
-    TapEvent, XmppView,
+    PeerView, PersonEvent, PollState, RefusedPeer, RemoteTally, Snapshot, StoreHealth, TapEvent,
+    XmppView,
 };
 use crate::config::{Config, ReaderConfig};
+use crate::domain::herd::{Feed, Heads, herd_stamp};
 use crate::domain::intake::{self, Debounce, Known, TapClock};
-use crate::domain::tally::{Applied, Tallies, TallyState};
-use crate::domain::{Action, ActionKind, Person, PollDef, TagUid, Tap};
+use crate::domain::tally::{Applied, Effect, Gate, Tallies, TallyState};
+use crate::domain::{Action, ActionKind, IdentityRecord, Person, PollDef, TagUid, Tap};
 use crate::store::{BoundReader, Record};
 
 /// Remote results kept: one per (source, question), the oldest dropped
 /// beyond this (a chatty or hostile pubsub node cannot grow the state).
 pub(super) const MAX_REMOTE: usize = 64;
 
-/// The readers: their state as shown, and their settings, by id.
-#[derive(Debug, Default)]
-pub(super) struct Readers {
-    list: Vec<ReaderState>,
-    index: HashMap<String, usize>,
-    pub(super) cfgs: HashMap<String, ReaderConfig>,
+/// Refusals kept for the herd's view.
+pub(super) const REFUSED_KEPT: usize = 20;
+
+/// Where the restore of this station's own feed stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Restore {
+    /// No peer has said yet what it holds of this station.
+    Waiting,
+    /// A peer holds this station's feeds up to these heads: taps wait until
+    /// this station holds them too.
+    Until(Heads),
 }
 
-impl Readers {
-    fn state_of(r: &ReaderConfig) -> ReaderState {
-        ReaderState {
-            id: r.id.clone(),
-            status: ReaderStatus::Disconnected,
-            binding: r.binding.clone(),
-            protocol: r.protocol,
-            device: r.device.display().to_string(),
-            last_error: Some("not opened yet".into()),
-            frames_ok: 0,
-            frames_bad: 0,
-            taps: 0,
+/// The herd's bookkeeping in the Station.
+#[derive(Debug)]
+pub(super) struct HerdState {
+    pub id: String,
+    pub polls_hash: String,
+    /// `Some` while this station restores its own feed (taps wait).
+    pub restoring: Option<Restore>,
+    pub peers: BTreeMap<String, (PeerView, Option<Arc<Heads>>)>,
+    pub refused: VecDeque<RefusedPeer>,
+    pub refused_total: u64,
+    pub forked: BTreeSet<String>,
+    pub received: u64,
+    pub duplicates: u64,
+    pub gaps: u64,
+}
+
+impl HerdState {
+    /// A herd member; `restoring` when it starts with nothing of its own
+    /// and has peers to ask.
+    pub(super) fn new(id: String, polls_hash: String, restoring: bool) -> Self {
+        Self {
+            id,
+            polls_hash,
+            restoring: restoring.then_some(Restore::Waiting),
+            peers: BTreeMap::new(),
+            refused: VecDeque::new(),
+            refused_total: 0,
+            forked: BTreeSet::new(),
+            received: 0,
+            duplicates: 0,
+            gaps: 0,
         }
     }
-
-    pub(super) fn add(&mut self, cfg: ReaderConfig) -> ReaderState {
-        let state = Self::state_of(&cfg);
-        self.index.insert(cfg.id.clone(), self.list.len());
-        self.list.push(state.clone());
-        self.cfgs.insert(cfg.id.clone(), cfg);
-        state
-    }
-
-    pub(super) fn remove(&mut self, id: &str) {
-        self.list.retain(|r| r.id != id);
-        self.cfgs.remove(id);
-        self.index = self
-            .list
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.id.clone(), i))
-            .collect();
-    }
-
-    pub(super) fn get_mut(&mut self, id: &str) -> Option<&mut ReaderState> {
-        let i = *self.index.get(id)?;
-        self.list.get_mut(i)
-    }
-
-    pub(super) fn get(&self, id: &str) -> Option<&ReaderState> {
-        self.list.get(*self.index.get(id)?)
-    }
-
-    pub(super) fn on_device(&self, device: &str) -> Option<&ReaderState> {
-        self.list.iter().find(|r| r.device == device)
-    }
 }
 
-/// Who carries which tag, as far as answered, and what is still asked.
-#[derive(Debug, Default)]
-pub(super) struct People {
-    /// Resolved tags: person (None = unknown) and when.
-    known: HashMap<TagUid, (Option<Person>, i64)>,
-    /// Tags waiting for a lookup.
-    pub(super) pending: HashSet<TagUid>,
-    /// How many tags resolved to a person (kept: read with every snapshot).
-    resolved: u64,
-}
-
-impl People {
-    pub(super) fn insert(&mut self, tag: TagUid, person: Option<Person>, at: i64) {
-        let now = person.is_some();
-        let before = self
-            .known
-            .insert(tag, (person, at))
-            .is_some_and(|(p, _)| p.is_some());
-        match (before, now) {
-            (false, true) => self.resolved += 1,
-            (true, false) => self.resolved -= 1,
-            _ => {}
-        }
-    }
-
-    fn person(&self, tag: &TagUid) -> Option<&Person> {
-        self.known.get(tag).and_then(|(p, _)| p.as_ref())
-    }
-
-    pub(super) fn knows(&self, tag: &TagUid) -> bool {
-        self.known.contains_key(tag)
-    }
-}
-
-/// An identity answer waiting to be logged.
+/// An identity answer of this station's, waiting to be logged (it gets
+/// its number in the feed when it is written).
 #[derive(Debug, Clone)]
 pub(super) struct ResolvedIdentity {
     pub tag: TagUid,
     pub person: Option<Person>,
     pub source: String,
     pub at: i64,
-}
-
-impl ResolvedIdentity {
-    pub(super) fn record(&self) -> Record {
-        Record::Identity {
-            tag: self.tag.clone(),
-            person: self.person.clone(),
-            source: self.source.clone(),
-            at: self.at,
-        }
-    }
 }
 
 /// What a checkpoint saves: the tally state, and the tags whose lookup was
@@ -181,13 +132,23 @@ pub(super) struct State {
     pub id: Arc<str>,
     pub config: Config,
     pub polls: Vec<PollDef>,
-    pub open: HashMap<String, bool>,
+    /// The poll slot readers vote on, and the key of the action that made
+    /// it active (last writer wins; `None`: the config's choice).
     pub active: Option<String>,
+    pub active_key: Option<crate::domain::TapKey>,
     pub tallies: Tallies,
     pub readers: Readers,
     /// Recent taps by (reader, tag), with whether they counted.
     pub recent: Debounce<(Arc<str>, TagUid), (Tap, bool)>,
     pub clock: TapClock,
+    /// Every feed held (own and the herd's), with its head.
+    pub heads: Heads,
+    /// The newest tap time of another station (the herd clock follows it).
+    pub newest_foreign: Option<i64>,
+    /// How far ahead of the wall clock a foreign tap may pull a local one.
+    pub max_skew_ms: i64,
+    /// The herd's bookkeeping, when `[herd]` is configured.
+    pub herd: Option<HerdState>,
     pub taps_logged: u64,
     pub people: People,
     pub store_health: StoreHealth,
@@ -232,11 +193,20 @@ impl State {
                 repeat: true,
             }));
         }
+        if self.herd.as_ref().is_some_and(|h| h.restoring.is_some()) {
+            return Err(TapError::Restoring);
+        }
         let (poll, answer) =
             intake::vote_target(&state.binding, self.active.as_deref(), &self.polls, |p| {
-                self.open.get(p).copied().unwrap_or(false)
+                self.tallies.open_now(p).unwrap_or(false)
             })?;
-        let at = self.clock.stamp(wall);
+        let at = herd_stamp(
+            wall,
+            self.clock.last_at,
+            self.newest_foreign,
+            self.max_skew_ms,
+        );
+        self.clock.last_at = at;
         Ok(Prepared::New(Tap {
             station: self.id.clone(),
             seq: self.clock.next_seq + batch.len() as u64,
@@ -258,7 +228,7 @@ impl State {
             if self.people.pending.contains(&t.tag) || due.contains(&t.tag) {
                 continue;
             }
-            let known = self.people.known.get(&t.tag).map(|(p, at)| Known {
+            let known = self.people.known.get(&t.tag).map(|(p, at, _)| Known {
                 resolved: p.is_some(),
                 at: *at,
             });
@@ -274,10 +244,13 @@ impl State {
     pub(super) fn taps_committed(
         &mut self,
         taps: &[Tap],
-        identities: Vec<ResolvedIdentity>,
+        identities: Vec<IdentityRecord>,
         now: Duration,
     ) -> Applied2 {
         self.clock.next_seq += taps.len() as u64;
+        if let Some(last) = taps.last() {
+            self.heads.set(self.id.clone(), Feed::Taps, last.seq);
+        }
         self.taps_logged += taps.len() as u64;
         let mut out = Applied2 {
             counted: Vec::with_capacity(taps.len()),
@@ -326,18 +299,32 @@ impl State {
         out
     }
 
-    /// Apply an identity that is now in the log: names, and tallies when two
-    /// tags turn out to be one person. Returns the polls whose tally changed;
+    /// Apply an identity answer that is now in the log (this station's or
+    /// another's): if it wins for its tag, names, and tallies when two tags
+    /// turn out to be one person. Returns the polls whose tally changed;
     /// the thanks for a known name goes to `announce`.
-    fn identity_committed(
+    pub(super) fn identity_committed(
         &mut self,
-        id: ResolvedIdentity,
+        id: IdentityRecord,
         announce: &mut Vec<Event>,
     ) -> Vec<String> {
-        let ResolvedIdentity {
-            tag, person, at, ..
+        self.heads.set(
+            id.origin.clone(),
+            Feed::Identities,
+            id.iseq.max(self.heads.get(&id.origin, Feed::Identities)),
+        );
+        // One station's lookup serves the herd: no need to ask again.
+        self.people.pending.remove(&id.tag);
+        if !self.people.would_win(&id) {
+            return Vec::new();
+        }
+        let IdentityRecord {
+            tag,
+            person,
+            at,
+            origin,
+            ..
         } = id;
-        self.people.pending.remove(&tag);
         let changed = self
             .tallies
             .assign(&tag, person.as_ref().map(|p| Arc::from(p.id.as_str())));
@@ -349,7 +336,7 @@ impl State {
                 first_name: p.first.as_str().into(),
             }));
         }
-        self.people.insert(tag, person, at);
+        self.people.insert(tag, person, at, origin);
         changed
     }
 
@@ -367,7 +354,8 @@ impl State {
     ) -> Vec<Vote<'a>> {
         taps.iter()
             .zip(counted)
-            .filter(|(_, c)| **c)
+            // Each station publishes only its own votes.
+            .filter(|(t, c)| **c && t.station == self.id)
             .filter_map(|(tap, _)| {
                 Some(Vote {
                     tap,
@@ -379,7 +367,8 @@ impl State {
             .collect()
     }
 
-    /// The action to log for `kind` on `poll` now, or why not.
+    /// The action to log for `kind` on `poll` now, or why not: the next of
+    /// this station's feed, keyed above every tap of the poll it has seen.
     pub(super) fn plan_action(
         &self,
         poll: &str,
@@ -390,45 +379,61 @@ impl State {
             return Err(ActionError::UnknownPoll(poll.to_string()));
         }
         let at = wall.max(self.clock.last_at);
-        let cutoff = (kind == ActionKind::Reset).then(|| {
-            self.tallies
-                .reset_cutoff(poll, self.clock.cutoff_candidate(&self.id, at))
-        });
+        let key = self
+            .tallies
+            .action_key(poll, self.clock.cutoff_candidate(&self.id, at));
         Ok(Action {
+            origin: self.id.clone(),
+            oseq: self.heads.get(&self.id, Feed::Actions) + 1,
             at,
             kind,
             poll: poll.to_string(),
-            cutoff,
+            key,
         })
     }
 
-    /// Apply an action that is now in the log; returns the poll's new state
-    /// and what to announce besides the status.
-    pub(super) fn action_committed(&mut self, action: Action) -> (PollState, Vec<Event>) {
-        self.clock.last_at = self.clock.last_at.max(action.at);
+    /// Apply an action that is now in the log (this station's or another's);
+    /// returns what to announce, and the poll to re-fold from the log when
+    /// the action landed below taps already applied.
+    pub(super) fn action_committed(&mut self, action: &Action) -> (Vec<Event>, Option<String>) {
+        let held = self
+            .heads
+            .get(&action.origin, Feed::Actions)
+            .max(action.oseq);
+        self.heads.set(action.origin.clone(), Feed::Actions, held);
+        if action.origin == self.id {
+            self.clock.last_at = self.clock.last_at.max(action.at);
+        }
         let mut events = Vec::new();
         let poll = action.poll.clone();
-        match action.kind {
-            ActionKind::Open | ActionKind::Close => {
-                self.open
-                    .insert(poll.clone(), action.kind == ActionKind::Open);
-            }
-            ActionKind::Activate => self.active = Some(poll.clone()),
-            ActionKind::Reset => {
-                if let Some(c) = action.cutoff {
-                    self.tallies.reset(&poll, c);
+        let gate = match action.kind {
+            ActionKind::Open => Gate::Open,
+            ActionKind::Close => Gate::Close,
+            ActionKind::Reset => Gate::Reset,
+            ActionKind::Activate => {
+                if self.active_key.as_ref().is_none_or(|k| *k < action.key)
+                    && self.polls.iter().any(|p| p.id == poll)
+                {
+                    self.active = Some(poll);
+                    self.active_key = Some(action.key.clone());
                 }
-                // Debounce memory would answer "repeat" for taps of the old round.
-                self.recent.clear();
+                return (events, None);
+            }
+        };
+        if action.kind == ActionKind::Reset {
+            // Debounce memory would answer "repeat" for taps of the old round.
+            self.recent.clear();
+        }
+        match self.tallies.act(&poll, &gate, action.key.clone()) {
+            Effect::None => (events, None),
+            Effect::Refold => (events, Some(poll)),
+            Effect::Changed => {
                 if let Some(view) = self.tallies.view(&poll) {
                     events.push(Event::Tally(view));
                 }
+                (events, None)
             }
         }
-        let state = self
-            .poll_state(&poll)
-            .expect("the action was planned for a configured poll");
-        (state, events)
     }
 
     /// The record that binds a new reader, or why it cannot be bound.
@@ -477,7 +482,7 @@ impl State {
 
     pub(super) fn poll_state(&self, poll: &str) -> Option<PollState> {
         let mut def = self.polls.iter().find(|p| p.id == poll)?.clone();
-        def.open = self.open.get(poll).copied().unwrap_or(false);
+        def.open = self.tallies.open_now(poll).unwrap_or(false);
         Some(PollState {
             active: self.active.as_deref() == Some(poll),
             def,
@@ -526,6 +531,7 @@ impl State {
                 known: self.people.resolved,
                 ..self.identity.clone()
             },
+            herd: self.herd_view(),
             hotplug: HotplugView {
                 state: self.hotplug.state,
                 detail: self.hotplug.detail.clone(),

@@ -205,6 +205,79 @@ pub struct StartupReplay {
     pub ms: f64,
 }
 
+/// A herd link's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    Connecting,
+    Up,
+    Down,
+}
+
+/// One peer of the herd, as its link reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerView {
+    /// The address dialled, or the one a peer came from.
+    pub address: String,
+    /// Its station id, once its certificate and hello said.
+    pub station: Option<String>,
+    pub state: LinkState,
+    /// Since when (ms since the epoch).
+    pub since: i64,
+    pub rtt_ms: Option<u64>,
+    /// Its clock minus ours, from the last ping.
+    pub clock_offset_ms: Option<i64>,
+    /// Whether that offset is beyond `[herd] max_skew_ms`.
+    pub skewed: bool,
+    pub error: Option<String>,
+    /// Events sent to it and taken from it on this link.
+    pub sent: u64,
+    pub received: u64,
+    /// How many events it holds that this station does not (and the reverse).
+    pub we_lack: u64,
+    pub it_lacks: u64,
+}
+
+/// One origin's feeds as this station holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OriginView {
+    pub origin: String,
+    pub taps: u64,
+    pub actions: u64,
+    pub identities: u64,
+    /// Events of this origin the best-informed peer holds and we do not.
+    pub lag: u64,
+}
+
+/// A connection the herd refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusedPeer {
+    pub address: String,
+    pub reason: String,
+    pub at: i64,
+}
+
+/// The herd as the outputs show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HerdView {
+    pub id: String,
+    pub polls_hash: String,
+    /// This station restores its own feed from its peers (an empty data dir
+    /// under a known id): taps wait until it has.
+    pub restoring: bool,
+    pub peers: Vec<PeerView>,
+    pub origins: Vec<OriginView>,
+    /// The last refusals, newest last, and how many in all.
+    pub refused: Vec<RefusedPeer>,
+    pub refused_total: u64,
+    /// Origins that sent two different events under one key.
+    pub forked: Vec<String>,
+    /// Events taken from peers, and dropped as held already or out of order.
+    pub received: u64,
+    pub duplicates: u64,
+    pub gaps: u64,
+}
+
 /// Everything the outputs need to draw the station, at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
@@ -220,6 +293,8 @@ pub struct Snapshot {
     pub xmpp: XmppView,
     pub remote: Vec<RemoteTally>,
     pub identity: IdentityView,
+    /// `None`: no `[herd]`.
+    pub herd: Option<HerdView>,
 }
 
 impl Snapshot {

@@ -6,7 +6,8 @@
 //! in one transaction and answers only once it is committed (group commit:
 //! the Station batches what arrived while the previous commit ran). Start-up
 //! reads the log back in [`replay`]; exports and other reads use their own
-//! read-only connections ([`export`]), so they never hold up writes. The
+//! read-only connections ([`export`], and the herd's [`feeds`]), so they
+//! never hold up writes. The
 //! schema and its migrations live in `migrations/` ([`schema`]).
 //!
 //! Invariants: nothing is acknowledged that was not committed; the store
@@ -14,6 +15,7 @@
 //! rusqlite is used nowhere else in the crate.
 
 mod export;
+mod feeds;
 mod replay;
 mod schema;
 mod write;
@@ -26,7 +28,8 @@ use rusqlite::ErrorCode;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Protocol, ReaderConfig};
-use crate::domain::{Action, Binding, Person, TagUid, Tap};
+use crate::domain::herd::Heads;
+use crate::domain::{Action, Binding, IdentityRecord, Person, TagUid, Tap};
 
 pub use export::{CSV_HEADER, ExportFormat, export_line};
 
@@ -155,24 +158,29 @@ pub enum Record {
     Published(Vec<i64>),
     /// Replay only, before the taps: the outbox's enqueued-through mark.
     OutboxMark(Option<u64>),
-    /// A tag resolved (person `None`: unknown); clears it from the queue.
-    Identity {
+    /// An identity answer, this station's or another's: logged in its
+    /// origin's feed (a copy already held is skipped), and made the tag's
+    /// answer if it wins (the last looked up; ties by origin).
+    Identity(IdentityRecord),
+    /// Replay only: the answer that won for a tag.
+    KnownIdentity {
         tag: TagUid,
         person: Option<Person>,
-        source: String,
+        origin: std::sync::Arc<str>,
         at: i64,
     },
+    /// A tap this station read (its key must be new).
     Tap(Tap),
+    /// A tap another station read (a copy already held is skipped).
+    ForeignTap(Tap),
+    /// An operator action, this station's or another's (a copy already
+    /// held is skipped).
     Action(Action),
     /// A reader bound at runtime (replayed before the taps).
     Reader(BoundReader),
     /// A checkpoint of the Station's tally state, covering every tap
     /// committed so far (the `snapshots` table).
-    Checkpoint {
-        data: Vec<u8>,
-        at: i64,
-        taps: u64,
-    },
+    Checkpoint { data: Vec<u8>, at: i64, taps: u64 },
 }
 
 /// How one commit went, for metrics.
@@ -213,6 +221,10 @@ pub struct Recovered {
     pub next_seq: u64,
     /// The newest tap time of this station, so its clock never runs backwards.
     pub last_at: i64,
+    /// Every feed held (this station's and the herd's), with its head.
+    pub heads: Heads,
+    /// The newest tap time of any other station.
+    pub newest_foreign_at: Option<i64>,
     /// Items waiting in the outbox.
     pub outbox_depth: u64,
     /// The enqueued-through mark, if publishing ever ran.
@@ -318,10 +330,12 @@ mod tests {
             .unwrap();
         store
             .append(vec![Record::Action(Action {
+                origin: "s".into(),
+                oseq: 1,
                 at: 5,
                 kind: ActionKind::Reset,
                 poll: "p".into(),
-                cutoff: Some(tap(2).key()),
+                key: tap(2).key(),
             })])
             .await
             .unwrap();
@@ -340,14 +354,17 @@ mod tests {
                 | Record::Outbox { .. }
                 | Record::Published(_)
                 | Record::OutboxMark(_)
-                | Record::Identity { .. } => {}
+                | Record::ForeignTap(_)
+                | Record::Identity(_)
+                | Record::KnownIdentity { .. } => {}
             },
         )
         .unwrap();
         assert_eq!(rec.next_seq, 4);
         assert_eq!(rec.last_at, 1003);
         assert_eq!(seen, vec![tap(1), tap(2), tap(3)]);
-        assert_eq!(actions[0].cutoff, Some(tap(2).key()));
+        assert_eq!(actions[0].key, tap(2).key());
+        assert_eq!(rec.heads.get("s", crate::domain::herd::Feed::Actions), 1);
     }
 
     #[tokio::test]
@@ -404,12 +421,14 @@ mod tests {
             "oldest first"
         );
         store
-            .append(vec![Record::Identity {
+            .append(vec![Record::Identity(IdentityRecord {
+                origin: "s".into(),
+                iseq: 1,
                 tag: TagUid::parse("01020304").unwrap(),
                 person: None,
                 source: "test".into(),
                 at: 9,
-            }])
+            })])
             .await
             .unwrap();
         drop(store);

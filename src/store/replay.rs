@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::{
     BoundReader, Cause, Record, Recovered, SELECT_TAPS, Store, StoreError, read_tap, schema, write,
 };
+use crate::domain::herd::Feed;
 use crate::domain::{Action, ActionKind, Binding, Person, TagUid, TapKey};
 
 /// Makes repeated strings of the log share one allocation.
@@ -42,9 +43,10 @@ impl Store {
         restore: impl FnOnce(&[u8]) -> bool,
         mut on_record: impl FnMut(Record),
     ) -> Result<(Store, Recovered), StoreError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         schema::configure(&conn)?;
         schema::migrate(&conn)?;
+        schema::adopt(&mut conn, station)?;
 
         let mut rec = Recovered {
             next_seq: 1,
@@ -65,6 +67,7 @@ impl Store {
             rec.next_seq = u64::try_from(seq).unwrap_or(0) + 1;
             rec.last_at = at;
         }
+        heads(&conn, station, &mut rec)?;
         rec.outbox_depth = conn
             .query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))
             .map(|n| u64::try_from(n).unwrap_or(0))?;
@@ -104,31 +107,31 @@ impl Store {
         }
         {
             let mut stmt = conn.prepare(
-                "SELECT at, kind, poll, cutoff_at, cutoff_station, cutoff_seq FROM actions ORDER BY id",
+                "SELECT origin, oseq, at, kind, poll, cutoff_at, cutoff_station, cutoff_seq \
+                 FROM actions ORDER BY id",
             )?;
             let mut rows = stmt.query([])?;
+            let mut names = Interner::default();
             while let Some(row) = rows.next()? {
                 let kind: ActionKind = row
-                    .get::<_, String>(1)?
+                    .get::<_, String>(3)?
                     .parse()
                     .map_err(|e| StoreError::Corrupt(format!("action: {e}")))?;
-                let cutoff = match (
-                    row.get::<_, Option<i64>>(3)?,
-                    row.get::<_, Option<String>>(4)?,
-                    row.get::<_, Option<i64>>(5)?,
-                ) {
-                    (Some(at), Some(station), Some(seq)) => Some(TapKey {
-                        at,
-                        station: station.into(),
-                        seq: u64::try_from(seq).unwrap_or(0),
-                    }),
-                    _ => None,
+                let number = |i| {
+                    u64::try_from(row.get::<_, i64>(i)?)
+                        .map_err(|_| StoreError::Corrupt("a negative number in an action".into()))
                 };
                 let action = Action {
-                    at: row.get(0)?,
+                    origin: names.get(row.get_ref(0)?.as_str()?),
+                    oseq: number(1)?,
+                    at: row.get(2)?,
                     kind,
-                    poll: row.get(2)?,
-                    cutoff,
+                    poll: row.get(4)?,
+                    key: TapKey {
+                        at: row.get(5)?,
+                        station: names.get(row.get_ref(6)?.as_str()?),
+                        seq: number(7)?,
+                    },
                 };
                 rec.actions += 1;
                 on_record(Record::Action(action));
@@ -162,7 +165,7 @@ impl Store {
         }
         {
             let mut stmt = conn.prepare(
-                "SELECT tag, person_id, name, first, source, fetched_at FROM identities",
+                "SELECT tag, person_id, name, first, origin, fetched_at FROM identities",
             )?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
@@ -183,10 +186,10 @@ impl Store {
                         .flatten()
                         .unwrap_or_default(),
                 });
-                on_record(Record::Identity {
+                on_record(Record::KnownIdentity {
                     tag,
                     person,
-                    source: row.get(4)?,
+                    origin: row.get::<_, String>(4)?.into(),
                     at: row.get(5)?,
                 });
             }
@@ -225,4 +228,42 @@ impl Store {
             rec,
         ))
     }
+}
+
+/// The head of every feed the log holds, and the newest foreign tap time.
+/// Feeds are gap-free prefixes, so each head is its highest number.
+fn heads(conn: &Connection, station: &str, rec: &mut Recovered) -> Result<(), StoreError> {
+    let queries = [
+        (
+            Feed::Taps,
+            "SELECT station, max(seq) FROM taps GROUP BY station",
+        ),
+        (
+            Feed::Actions,
+            "SELECT origin, max(oseq) FROM actions GROUP BY origin",
+        ),
+        (
+            Feed::Identities,
+            "SELECT origin, max(iseq) FROM identity_log GROUP BY origin",
+        ),
+    ];
+    for (feed, sql) in queries {
+        let mut stmt = conn.prepare(sql)?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let origin: String = row.get(0)?;
+            let n = u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0);
+            if feed == Feed::Taps && origin != station {
+                // Per origin, tap times only grow: its newest is at its head.
+                let at: i64 = conn.query_row(
+                    "SELECT at FROM taps WHERE station = ?1 AND seq = ?2",
+                    rusqlite::params![origin, crate::store::sql_u64(n)],
+                    |r| r.get(0),
+                )?;
+                rec.newest_foreign_at = Some(rec.newest_foreign_at.map_or(at, |m| m.max(at)));
+            }
+            rec.heads.set(origin.into(), feed, n);
+        }
+    }
+    Ok(())
 }

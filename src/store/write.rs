@@ -19,8 +19,17 @@ pub(super) fn write_batch(conn: &mut Connection, records: &[Record]) -> Result<(
             "INSERT OR REPLACE INTO snapshots (id, tap_rowid, tap_count, at, data) \
              SELECT 1, coalesce(max(rowid), 0), ?1, ?2, ?3 FROM taps",
         )?;
+        let mut foreign_tap_stmt = tx.prepare_cached(
+            "INSERT INTO taps (station, seq, reader, tag, at, poll, answer) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT DO NOTHING",
+        )?;
         let mut action_stmt = tx.prepare_cached(
-            "INSERT INTO actions (at, kind, poll, cutoff_at, cutoff_station, cutoff_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO actions (origin, oseq, at, kind, poll, cutoff_at, cutoff_station, cutoff_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+        )?;
+        let mut identity_log_stmt = tx.prepare_cached(
+            "INSERT INTO identity_log (origin, iseq, tag, person_id, name, first, source, fetched_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
         )?;
         let mut outbox_stmt = tx.prepare_cached(
             "INSERT INTO outbox (seq, node, item_id, payload, at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -30,8 +39,14 @@ pub(super) fn write_batch(conn: &mut Connection, records: &[Record]) -> Result<(
              ON CONFLICT (id) DO UPDATE SET enqueued_through = max(enqueued_through, excluded.enqueued_through)",
         )?;
         let mut done_stmt = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+        // The answer that wins per tag: the last looked up, ties by origin.
         let mut identity_stmt = tx.prepare_cached(
-            "INSERT OR REPLACE INTO identities (tag, person_id, name, first, source, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO identities (tag, person_id, name, first, source, fetched_at, origin) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (tag) DO UPDATE SET person_id = excluded.person_id, name = excluded.name, \
+               first = excluded.first, source = excluded.source, fetched_at = excluded.fetched_at, \
+               origin = excluded.origin \
+             WHERE (excluded.fetched_at, excluded.origin) > (identities.fetched_at, coalesce(identities.origin, ''))",
         )?;
         let mut dequeue_stmt = tx.prepare_cached("DELETE FROM identity_queue WHERE tag = ?1")?;
         let mut reader_stmt = tx.prepare_cached(
@@ -39,22 +54,40 @@ pub(super) fn write_batch(conn: &mut Connection, records: &[Record]) -> Result<(
         )?;
         for r in records {
             match r {
-                Record::OutboxMark(_) => {}
-                Record::Identity {
-                    tag,
-                    person,
-                    source,
-                    at,
-                } => {
-                    identity_stmt.execute(params![
-                        tag.as_str(),
-                        person.as_ref().map(|p| p.id.as_str()),
-                        person.as_ref().map(|p| p.name.as_str()),
-                        person.as_ref().map(|p| p.first.as_str()),
-                        source,
-                        at
+                Record::OutboxMark(_) | Record::KnownIdentity { .. } => {}
+                Record::Identity(i) => {
+                    let person = i.person.as_ref();
+                    identity_log_stmt.execute(params![
+                        &*i.origin,
+                        sql_u64(i.iseq),
+                        i.tag.as_str(),
+                        person.map(|p| p.id.as_str()),
+                        person.map(|p| p.name.as_str()),
+                        person.map(|p| p.first.as_str()),
+                        i.source,
+                        i.at
                     ])?;
-                    dequeue_stmt.execute([tag.as_str()])?;
+                    identity_stmt.execute(params![
+                        i.tag.as_str(),
+                        person.map(|p| p.id.as_str()),
+                        person.map(|p| p.name.as_str()),
+                        person.map(|p| p.first.as_str()),
+                        i.source,
+                        i.at,
+                        &*i.origin
+                    ])?;
+                    dequeue_stmt.execute([i.tag.as_str()])?;
+                }
+                Record::ForeignTap(t) => {
+                    foreign_tap_stmt.execute(params![
+                        &*t.station,
+                        sql_u64(t.seq),
+                        &*t.reader,
+                        t.tag.as_str(),
+                        t.at,
+                        &*t.poll,
+                        &*t.answer
+                    ])?;
                 }
                 Record::Outbox { items, through } => {
                     for i in items {
@@ -116,12 +149,14 @@ pub(super) fn write_batch(conn: &mut Connection, records: &[Record]) -> Result<(
                 }
                 Record::Action(a) => {
                     action_stmt.execute(params![
+                        &*a.origin,
+                        sql_u64(a.oseq),
                         a.at,
                         a.kind.as_str(),
                         a.poll,
-                        a.cutoff.as_ref().map(|c| c.at),
-                        a.cutoff.as_ref().map(|c| c.station.to_string()),
-                        a.cutoff.as_ref().map(|c| sql_u64(c.seq)),
+                        a.key.at,
+                        &*a.key.station,
+                        sql_u64(a.key.seq),
                     ])?;
                 }
             }

@@ -49,6 +49,7 @@ impl From<TapError> for ApiError {
             }
             TapError::Refused(Refusal::PollClosed(_)) => (StatusCode::CONFLICT, "poll closed"),
             TapError::Store(s) => return not_recorded("the tap", s),
+            TapError::Restoring => (StatusCode::SERVICE_UNAVAILABLE, "restoring"),
             TapError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
         };
         Self::new(status, error, e.to_string())

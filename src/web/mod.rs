@@ -57,6 +57,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route("/api/v1/station", get(pages::station_info))
         .route("/api/v1/polls", get(pages::polls))
         .route("/api/v1/polls/{poll}/tally", get(pages::tally))
+        .route("/api/v1/herd", get(pages::herd))
         .route("/api/v1/polls/{poll}/{action}", post(admin::poll_action))
         .route(
             "/api/v1/taps",

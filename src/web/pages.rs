@@ -106,6 +106,7 @@ pub(super) fn station_json(snap: &Snapshot) -> serde_json::Value {
         "xmpp": snap.xmpp,
         "remote": snap.remote,
         "identity": snap.identity,
+        "herd": snap.herd,
         "store": snap.store,
         "health": health::overview(snap),
     })
@@ -126,6 +127,20 @@ pub(super) async fn tally(State(s): State<AppState>, UrlPath(poll): UrlPath<Stri
             StatusCode::NOT_FOUND,
             "unknown poll",
             format!("no poll {poll:?} is configured"),
+        )
+        .into_response(),
+    }
+}
+
+/// The herd: this station, its links, its feeds; 404 without `[herd]`.
+pub(super) async fn herd(State(s): State<AppState>) -> Response {
+    let snap = s.station.snapshot();
+    match &snap.herd {
+        Some(h) => Json(json!({ "station": snap.station, "herd": h })).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no herd",
+            "this station is not in a herd (no [herd] in its config)",
         )
         .into_response(),
     }

@@ -116,6 +116,7 @@ impl SseHub {
         let out = tx.clone();
         let out_ring = ring.clone();
         let station = station.clone();
+        let own = station.snapshot().station.clone();
         rt.spawn(async move {
             let mut last_send = tokio::time::Instant::now() - BATCH_WINDOW;
             loop {
@@ -163,7 +164,7 @@ impl SseHub {
                         }
                     }
                 }
-                let parts = encode_batch(&batch);
+                let parts = encode_batch(&batch, &own);
                 // Only events that are not for public streams (names).
                 if parts.is_empty() {
                     continue;
@@ -204,7 +205,7 @@ impl SseHub {
 
 /// Encode events in order, keeping only the newest tally of each poll; each
 /// part with its seq if it is a tap.
-fn encode_batch(batch: &[Event]) -> Vec<(Option<u64>, Bytes)> {
+fn encode_batch(batch: &[Event], own: &str) -> Vec<(Option<u64>, Bytes)> {
     // Walk backwards so the newest tally of a poll is the one kept.
     let mut seen_polls: Vec<&str> = Vec::new();
     let mut keep: Vec<&Event> = Vec::with_capacity(batch.len());
@@ -221,7 +222,8 @@ fn encode_batch(batch: &[Event]) -> Vec<(Option<u64>, Bytes)> {
         .rev()
         .map(|e| {
             let seq = match e {
-                Event::Tap(t) => Some(t.seq),
+                // Only this station's taps resume by seq (`Last-Event-ID`).
+                Event::Tap(t) if *t.station == *own => Some(t.seq),
                 _ => None,
             };
             (seq, encode(e))
@@ -342,6 +344,7 @@ mod tests {
             total,
             answers: Vec::new(),
             last_tap: None,
+            by_station: Default::default(),
         })
     }
 
@@ -354,7 +357,7 @@ mod tests {
             tally("a", 3),
             tally("b", 2),
         ];
-        let parts: Vec<u8> = encode_batch(&batch)
+        let parts: Vec<u8> = encode_batch(&batch, "s")
             .into_iter()
             .flat_map(|(_, b)| b.to_vec())
             .collect();
@@ -363,8 +366,8 @@ mod tests {
         assert_eq!(
             totals,
             [
-                r#"data: {"poll":"a","total":3,"answers":[],"last_tap":null}"#,
-                r#"data: {"poll":"b","total":2,"answers":[],"last_tap":null}"#
+                r#"data: {"poll":"a","total":3,"answers":[],"last_tap":null,"by_station":{}}"#,
+                r#"data: {"poll":"b","total":2,"answers":[],"last_tap":null,"by_station":{}}"#
             ]
         );
     }

@@ -41,14 +41,14 @@ use crate::config::{XmppConfig, XmppTls};
 use crate::domain::backoff::Backoff;
 use crate::station::{Command, NetState, OutboxItem, StationHandle, XmppState};
 use crate::sys::secret::{SecretError, SecretSource};
-use requests::{create_node, publish, remote_results, subscribe};
+use requests::{IqError, create_node, publish, remote_results, subscribe};
 
 /// Publishes in flight at once: tokio-xmpp's stanza queue is 16 deep; with
 /// 64 in flight its client stalled for the 10 s IQ timeout again and again
 /// (36 votes/s); 8 gave 218/s, 16 gives ~660/s (`cargo bench --bench xmpp`).
 pub const WINDOW: usize = 16;
 /// An IQ not answered in this time fails the session (and is retried).
-pub(crate) const IQ_TIMEOUT: Duration = Duration::from_secs(10);
+const IQ_TIMEOUT: Duration = Duration::from_secs(10);
 /// XEP-0199 ping interval. tokio-xmpp reconnects by itself without telling
 /// (only a fresh `Online` shows it); an unanswered ping or IQ is how a dead
 /// link is noticed when nothing is being published.
@@ -224,8 +224,8 @@ async fn wait_for_network(
     }
 }
 
-pub(crate) type Publishing =
-    std::pin::Pin<Box<dyn Future<Output = (OutboxItem, Result<IqResponse, String>)> + Send>>;
+type Publishing =
+    std::pin::Pin<Box<dyn Future<Output = (OutboxItem, Result<IqResponse, IqError>)> + Send>>;
 
 async fn session(
     client: Client,
@@ -267,7 +267,7 @@ async fn session(
         match subscribe(&sender, &bound, sub).await {
             Ok(true) => {}
             Ok(false) => unsubscribed.push(sub),
-            Err(e) => return Ended::Failed(e),
+            Err(e) => return Ended::Failed(e.to_string()),
         }
     }
     let online = |unsubscribed: usize| {
@@ -314,8 +314,8 @@ async fn session(
                                 unacked.insert(id);
                                 inflight.push_back(f);
                             }
-                            Err(e) if e.starts_with("the connection is stalled") => {
-                                stalled = Some(e);
+                            Err(e @ IqError::Stalled) => {
+                                stalled = Some(e.to_string());
                                 break;
                             }
                             Err(e) => {
@@ -355,13 +355,13 @@ async fn session(
                     Ok(IqResponse::Error(e)) if e.defined_condition == DefinedCondition::ItemNotFound => {
                         tracing::info!(node = %item.node, "xmpp: node does not exist; creating it");
                         if let Err(e) = create_node(&sender, &service, &item.node, cfg.max_items).await {
-                            break Ended::Failed(e);
+                            break Ended::Failed(e.to_string());
                         }
                         // Publish this one again; later items of the same
                         // node fail the same way and follow it, in order.
                         match publish(&sender, &service, item).await {
                             Ok(f) => inflight.push_back(f),
-                            Err(e) => break Ended::Failed(e),
+                            Err(e) => break Ended::Failed(e.to_string()),
                         }
                     }
                     Ok(IqResponse::Error(e)) => {
@@ -372,7 +372,7 @@ async fn session(
                             e.texts.values().next().map_or("", String::as_str)
                         ));
                     }
-                    Err(e) => break Ended::Failed(e),
+                    Err(e) => break Ended::Failed(e.to_string()),
                 }
                 if inflight.is_empty() || done.len() >= WINDOW {
                     flush(station, &mut done).await;
@@ -405,7 +405,7 @@ async fn session(
                     match subscribe(&sender, &bound, sub).await {
                         Ok(true) => {}
                         Ok(false) => still.push(sub),
-                        Err(e) => return Ended::Failed(e),
+                        Err(e) => return Ended::Failed(e.to_string()),
                     }
                 }
                 if still.len() < unsubscribed.len() {

@@ -12,6 +12,33 @@ use tokio_xmpp::parsers::pubsub::{self, NodeName, PubSub};
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 
 use super::{IQ_TIMEOUT, Publishing, payload};
+
+/// Why a request failed. Each ends the session (it is retried), but for
+/// [`IqError::NotXml`]: that row is dropped so the rest can go.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(super) enum IqError {
+    #[error("the server did not answer a {0}")]
+    Timeout(&'static str),
+    #[error("{what} failed: {detail}")]
+    Stream { what: &'static str, detail: String },
+    #[error("the connection is stalled (cannot send)")]
+    Stalled,
+    #[error("outbox row {row} is not XML: {detail}")]
+    NotXml { row: i64, detail: String },
+    #[error("cannot create node {node}: {condition} (may the account create nodes on {service}?)")]
+    CreateRefused {
+        node: String,
+        condition: String,
+        service: String,
+    },
+}
+
+fn stream(what: &'static str, e: impl std::fmt::Debug) -> IqError {
+    IqError::Stream {
+        what,
+        detail: format!("{e:?}"),
+    }
+}
 use crate::station::{OutboxItem, RemoteTally};
 use crate::sys::clock::now_ms;
 
@@ -25,7 +52,7 @@ pub(super) async fn subscribe(
     sender: &tokio_xmpp::ClientSender,
     bound: &Jid,
     (svc, node): &(String, String),
-) -> Result<bool, String> {
+) -> Result<bool, IqError> {
     let Ok(to) = svc.parse::<Jid>() else {
         return Ok(false);
     };
@@ -48,8 +75,8 @@ pub(super) async fn subscribe(
             tracing::info!(node = %node_uri(svc, node), condition = ?e.defined_condition, "xmpp: subscription refused; trying again later");
             Ok(false)
         }
-        Ok(Err(e)) => Err(format!("subscribe failed: {e:?}")),
-        Err(_) => Err("the server did not answer a subscribe".into()),
+        Ok(Err(e)) => Err(stream("subscribe", e)),
+        Err(_) => Err(IqError::Timeout("subscribe")),
     }
 }
 
@@ -57,11 +84,11 @@ pub(super) async fn publish(
     sender: &tokio_xmpp::ClientSender,
     service: &Jid,
     item: OutboxItem,
-) -> Result<Publishing, String> {
-    let payload: Element = item
-        .payload
-        .parse()
-        .map_err(|e| format!("outbox row {} is not XML: {e}", item.id))?;
+) -> Result<Publishing, IqError> {
+    let payload: Element = item.payload.parse().map_err(|e| IqError::NotXml {
+        row: item.id,
+        detail: format!("{e}"),
+    })?;
     let req = PubSub::Publish {
         publish: pubsub::pubsub::Publish {
             node: NodeName(item.node.clone()),
@@ -80,12 +107,12 @@ pub(super) async fn publish(
         sender.send_iq(Some(service.clone()), IqRequest::Set(req.into())),
     )
     .await
-    .map_err(|_| "the connection is stalled (cannot send)".to_string())?;
+    .map_err(|_| IqError::Stalled)?;
     Ok(async move {
         let r = match tokio::time::timeout(IQ_TIMEOUT, token).await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(format!("publish failed: {e:?}")),
-            Err(_) => Err("the server did not answer a publish".into()),
+            Ok(Err(e)) => Err(stream("publish", e)),
+            Err(_) => Err(IqError::Timeout("publish")),
         };
         (item, r)
     }
@@ -97,7 +124,7 @@ pub(super) async fn create_node(
     service: &Jid,
     node: &str,
     max_items: u32,
-) -> Result<(), String> {
+) -> Result<(), IqError> {
     use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
     // Keep the latest items (a results site reads them back); not "max":
     // Prosody's file storage rewrites a node's items on every publish.
@@ -122,12 +149,13 @@ pub(super) async fn create_node(
         Ok(Ok(IqResponse::Result(_))) => Ok(()),
         // Someone else made it in the meantime.
         Ok(Ok(IqResponse::Error(e))) if e.defined_condition == DefinedCondition::Conflict => Ok(()),
-        Ok(Ok(IqResponse::Error(e))) => Err(format!(
-            "cannot create node {node}: {:?} (does the account may create nodes on {service}?)",
-            e.defined_condition
-        )),
-        Ok(Err(e)) => Err(format!("create failed: {e:?}")),
-        Err(_) => Err("the server did not answer a create".into()),
+        Ok(Ok(IqResponse::Error(e))) => Err(IqError::CreateRefused {
+            node: node.to_string(),
+            condition: format!("{:?}", e.defined_condition),
+            service: service.to_string(),
+        }),
+        Ok(Err(e)) => Err(stream("create", e)),
+        Err(_) => Err(IqError::Timeout("create")),
     }
 }
 

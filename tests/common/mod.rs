@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::Value;
 
+pub mod herd;
 pub mod prosody;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pollstation");
