@@ -38,6 +38,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long a TCP connect and a TLS handshake may take.
 const CONNECT_WITHIN: Duration = Duration::from_secs(5);
 
+/// A failed TLS handshake, said for an operator.
+fn tls_reason(e: &std::io::Error) -> String {
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    match inner {
+        Some(rustls::Error::AlertReceived(alert)) => format!(
+            "TLS: the peer refused the handshake ({alert:?}): it does not trust this herd's CA, or this station's certificate"
+        ),
+        Some(rustls::Error::NoCertificatesPresented) => {
+            "TLS: peer sent no certificates (every member needs one from the herd CA)".to_string()
+        }
+        Some(other) => format!("TLS: {other}"),
+        None => format!("TLS: {e}"),
+    }
+}
+
 /// The links up, by peer station id: which station dialled each, and how
 /// to stop it (one link per pair).
 #[derive(Default)]
@@ -257,7 +272,7 @@ impl Herd {
         let tls = match tokio::time::timeout(CONNECT_WITHIN, connector.connect(name, tcp)).await {
             Err(_) => return Err("the TLS handshake did not finish in time".into()),
             Ok(Err(e)) => {
-                let reason = format!("TLS: {e}");
+                let reason = tls_reason(&e);
                 self.refused(address, reason.clone()).await;
                 return Err(reason);
             }
@@ -317,7 +332,7 @@ impl Herd {
                 return;
             }
             Ok(Err(e)) => {
-                self.refused(&address, format!("TLS: {e}")).await;
+                self.refused(&address, tls_reason(&e)).await;
                 return;
             }
             Ok(Ok(t)) => t,

@@ -36,6 +36,10 @@ use crate::domain::{IdentityRecord, TagUid, Tap};
 use crate::store::{OutboxItem, Record, Store, StoreError};
 use crate::sys::clock::now_ms;
 
+/// A tag tapped at another station is looked up here only if no answer
+/// for it has come from the herd this long after its tap arrived.
+const FOREIGN_LOOKUP_GRACE: Duration = Duration::from_secs(3);
+
 /// Most commands taken into one batch.
 pub(super) const MAX_BATCH: usize = 4096;
 
@@ -133,6 +137,8 @@ pub(super) struct Station {
     pub(super) view_stale: bool,
     /// Where the monotonic time the intake rules take starts.
     epoch: Instant,
+    /// Foreign taps' tags to look up once their grace period is over.
+    deferred_lookups: std::collections::VecDeque<(Instant, TagUid)>,
 }
 
 impl Station {
@@ -155,6 +161,7 @@ impl Station {
             checkpoint_taps,
             view_stale: false,
             epoch: Instant::now(),
+            deferred_lookups: std::collections::VecDeque::new(),
         }
     }
 
@@ -185,6 +192,7 @@ impl Station {
         loop {
             let riders_due = self.riders.since.map(|t| t + RIDERS_IDLE);
             let counters_due = self.counters.due;
+            let lookups_due = self.deferred_lookups.front().map(|(t, _)| *t);
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -203,6 +211,10 @@ impl Station {
                 () = sleep_until(counters_due) => {
                     self.counters.due = None;
                     self.counters_moved();
+                    continue;
+                }
+                () = sleep_until(lookups_due) => {
+                    self.deferred_due();
                     continue;
                 }
             };
@@ -383,7 +395,11 @@ impl Station {
                     let heads = batch.heads.get_or_insert_with(|| self.state.heads.clone());
                     let sorted = self.state.sort_foreign(heads, events);
                     batch.foreign.events.extend(sorted.events);
-                    batch.herd_waiters.push((reply, sorted.applied));
+                    let (total, got) = (&mut batch.foreign.applied, sorted.applied);
+                    total.stored += got.stored;
+                    total.duplicates += got.duplicates;
+                    total.gaps += got.gaps;
+                    batch.herd_waiters.push((reply, got));
                 }
                 Command::HerdStatus(report) => {
                     self.state.herd_report(report);
@@ -396,6 +412,23 @@ impl Station {
         if self.view_stale {
             self.show();
         }
+    }
+
+    /// Look up the foreign tags whose grace period is over and for which no
+    /// answer came from the herd meanwhile.
+    fn deferred_due(&mut self) {
+        let now = Instant::now();
+        while let Some((t, _)) = self.deferred_lookups.front() {
+            if *t > now {
+                break;
+            }
+            let (_, tag) = self.deferred_lookups.pop_front().expect("front exists");
+            if !self.state.people.knows(&tag) && !self.state.people.pending.contains(&tag) {
+                self.state.people.pending.insert(tag.clone());
+                let _ = self.out.lookups.send(tag);
+            }
+        }
+        self.view_stale = true;
     }
 
     /// Log what waits to ride with a tap commit, now (idle, checkpoint, stop).
@@ -488,7 +521,11 @@ impl Station {
         let refold = if foreign.events.is_empty() {
             Vec::new()
         } else {
-            self.state.foreign_committed(foreign, &mut applied.events)
+            let (refold, unknown) = self.state.foreign_committed(foreign, &mut applied.events);
+            let due = Instant::now() + FOREIGN_LOOKUP_GRACE;
+            self.deferred_lookups
+                .extend(unknown.into_iter().map(|t| (due, t)));
+            refold
         };
         self.refold(refold).await;
         self.publish_heads();

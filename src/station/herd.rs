@@ -63,12 +63,27 @@ impl State {
 
     /// Apply foreign events now in the log: taps folded in and announced
     /// (with their origin), actions as gates and cutoffs, identities if they
-    /// win. Returns the polls to re-fold from the log.
+    /// win. Returns the polls to re-fold from the log, and the foreign taps'
+    /// tags nobody has answered for (looked up here after a grace period,
+    /// unless the origin's own answer arrives first: one lookup serves all).
     pub(super) fn foreign_committed(
         &mut self,
         foreign: Foreign,
         announce: &mut Vec<Event>,
-    ) -> Vec<String> {
+    ) -> (Vec<String>, Vec<crate::domain::TagUid>) {
+        let unknown: Vec<crate::domain::TagUid> = if self.config.identity.is_some() {
+            let taps: Vec<crate::domain::Tap> = foreign
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    HerdEvent::Tap(t) if t.station != self.id => Some(t.clone()),
+                    _ => None,
+                })
+                .collect();
+            self.lookups_due(&taps, crate::sys::clock::now_ms())
+        } else {
+            Vec::new()
+        };
         let mut refold = Vec::new();
         let mut changed: Vec<Arc<str>> = Vec::new();
         let show = self.config.identity.as_ref().is_some_and(|i| i.show_names);
@@ -136,7 +151,7 @@ impl State {
         self.check_restored();
         refold.sort();
         refold.dedup();
-        refold
+        (refold, unknown)
     }
 
     /// A link's report.
@@ -197,7 +212,7 @@ impl State {
             return;
         };
         if let Some(Restore::Until(target)) = &h.restoring
-            && target.lag(&self.heads) == 0
+            && self.heads.lag(target) == 0
         {
             tracing::info!(
                 next_seq = self.clock.next_seq,

@@ -1,118 +1,16 @@
 //! Herd test rigs: certificates from `pollstation herd init`, stations on
-//! loopback that listen for peers, and a TCP proxy in every link that can
-//! cut it, black-hole it (stop carrying bytes, as a dead network does) or
-//! slow it.
+//! loopback that listen for peers (each link through a [`Proxy`]), and a
+//! check that a herd has converged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
+#[allow(unused_imports)] // each test binary uses a different part of the rigs
+pub use super::proxy::{Mode, Proxy};
 use super::{Station, WAIT, free_port};
-
-/// What a proxy does with its link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Pass,
-    /// Connections are closed and new ones refused.
-    Cut,
-    /// Bytes are held, not carried (connections stay open).
-    Blackhole,
-    /// Bytes are carried, each chunk after this delay.
-    Delay(Duration),
-}
-
-/// A TCP proxy to one station's herd port.
-pub struct Proxy {
-    pub port: u16,
-    mode: watch::Sender<Mode>,
-    /// Bytes carried towards the target and back.
-    pub bytes: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Proxy {
-    pub async fn start(target: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (mode, rx) = watch::channel(Mode::Pass);
-        let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counted = bytes.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                if *rx.borrow() == Mode::Cut {
-                    drop(client);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
-                    continue;
-                };
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                tokio::spawn(pipe(cr, sw, rx.clone(), counted.clone()));
-                tokio::spawn(pipe(sr, cw, rx.clone(), counted.clone()));
-            }
-        });
-        Proxy { port, mode, bytes }
-    }
-
-    pub fn set(&self, m: Mode) {
-        self.mode.send_replace(m);
-    }
-
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut mode: watch::Receiver<Mode>,
-    bytes: Arc<std::sync::atomic::AtomicU64>,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        // Held while black-holed; closed when cut.
-        let m = *mode.borrow_and_update();
-        match m {
-            Mode::Cut => return,
-            Mode::Blackhole => {
-                if mode.changed().await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            Mode::Pass | Mode::Delay(_) => {}
-        }
-        let n = tokio::select! {
-            r = from.read(&mut buf) => match r {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            },
-            r = mode.changed() => {
-                if r.is_err() { return; }
-                continue;
-            }
-        };
-        if let Mode::Delay(d) = m {
-            // The simulated network is slow: this is the link's delay, not
-            // a test waiting for something.
-            tokio::time::sleep(d).await;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-        bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-    }
-}
 
 /// The herd's certificates, made by the real `pollstation herd init`.
 pub fn certificates(dir: &Path, stations: &[&str]) -> PathBuf {

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod herd;
 pub mod prosody;
+pub mod proxy;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pollstation");
 

@@ -43,7 +43,7 @@ function render() {
         row.append(label, track, el("span", "num", "0"));
         list.append(row);
       }
-      sec.append(list);
+      sec.append(list, el("div", "by-station"));
       return sec;
     }));
     main.dataset.key = key;
@@ -55,6 +55,11 @@ function render() {
     sec.classList.toggle("active", p.id === state.active);
     const flags = [p.id === state.active ? "active" : null, p.open ? "open" : "closed", p.rule].filter(Boolean);
     sec.querySelector(".meta").textContent = `${total} vote${total === 1 ? "" : "s"} · ${flags.join(" · ")}`;
+    // In a herd: where the votes were cast ("from hall-a 120 · hall-b 80").
+    const by = Object.entries((t && t.by_station) || {});
+    const byLine = sec.querySelector(".by-station");
+    byLine.hidden = by.length < 2;
+    byLine.textContent = by.length < 2 ? "" : "from " + by.map(([s, n]) => `${s} ${n}`).join(" · ");
     for (const a of p.answers) {
       const row = sec.querySelector(`[data-answer="${CSS.escape(a.id)}"]`);
       const count = t ? (t.answers.find(x => x.id === a.id) || { count: 0 }).count : 0;
@@ -117,7 +122,9 @@ function connect() {
     const up = st.readers.filter(r => r.status === "connected").length;
     const xmpp = st.xmpp.state === "disabled" ? "" :
       ` · XMPP ${st.xmpp.state}` + (st.xmpp.outbox > 0 ? ` (${st.xmpp.outbox} queued)` : "");
-    setStatus("live", `live · readers ${up}/${st.readers.length} · network ${st.network.state}${xmpp}` +
+    const herd = !st.herd ? "" : st.herd.restoring ? " · herd: restoring" :
+      ` · herd ${st.herd.peers.filter(p => p.state === "up").length}/${st.herd.peers.length}`;
+    setStatus("live", `live · readers ${up}/${st.readers.length} · network ${st.network.state}${xmpp}${herd}` +
       (st.store.writable ? "" : " · STORE FAILING"));
     renderRemote(st.remote || []);
   });

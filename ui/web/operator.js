@@ -96,6 +96,9 @@ function renderPolls() {
     tr.append(el("td", `${p.question} (${p.id})`), el("td", p.rule),
       el("td", (p.open ? "open" : "closed") + (p.active ? " · active" : ""), p.open ? "ok" : "muted"),
       el("td", t ? String(t.total) : "0", "votes"));
+    // In a herd: the votes by station that read them.
+    const by = Object.entries((t && t.by_station) || {});
+    if (by.length > 1) tr.cells[3].append(el("div", "from " + by.map(([s, n]) => `${s} ${n}`).join(" · "), "muted"));
     const td = el("td");
     for (const a of ["open", "close", "activate", "reset"]) {
       const b = el("button", a);
@@ -219,7 +222,9 @@ function start() {
     renderHotplug(st);
     renderHealth(st.health);
     loadPolls();
-    $("status").textContent = `live · network ${st.network.state}` + (st.store.writable ? "" : " · STORE FAILING: " + st.store.error);
+    const herd = !st.herd ? "" : ` · herd ${st.herd.peers.filter(p => p.state === "up").length}/${st.herd.peers.length} links up` +
+      (st.herd.restoring ? " (restoring)" : "");
+    $("status").textContent = `live · network ${st.network.state}${herd}` + (st.store.writable ? "" : " · STORE FAILING: " + st.store.error);
   });
   es.addEventListener("reader", ev => {
     const r = JSON.parse(ev.data);
