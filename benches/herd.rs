@@ -118,7 +118,7 @@ impl St {
         let mut cmd = Command::new(BIN);
         cmd.args(["run", "--no-screen", "--config"])
             .arg(&cfg)
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn,pollstation=info");
         let (child, base) = common::start_station(cmd, |_| true);
         let token = std::fs::read_to_string(data.join("admin-token"))
             .unwrap()

@@ -1,8 +1,9 @@
 //! One link to a peer, once TLS is up: the hellos (herd, station, polls,
 //! what each holds), then two tasks until the link ends. The writer sends
-//! the peer what it lacks straight from the log, feed by feed in bounded
-//! batches — catch-up and live streaming are the same loop, woken by the
-//! Station's heads — plus heads, pings and pongs. The reader hands each
+//! each commit's new events as the Station broadcasts them (the live path)
+//! and whatever the peer lacks beyond that straight from the log, feed by
+//! feed in bounded batches (catch-up, and a link that lagged), plus heads,
+//! pings and pongs. The reader hands each
 //! batch to the Station (which stores it behind its local taps, applies it
 //! once durable, and so forwards it on every other link) and checks copies
 //! of events already held against the log (a forked origin).
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
@@ -234,7 +235,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Send + 'static>(
     }
 }
 
-/// Send the peer what it lacks, then keep it up to date.
+/// Send the peer what it lacks, then keep it up to date: each commit's new
+/// events as they come (the live path, no read of the log), and from the
+/// log whatever the live path could not carry (a link that lagged, a feed
+/// the peer is behind on).
 async fn write_loop<S: AsyncWrite>(
     station: StationHandle,
     mut wr: Writer<S>,
@@ -242,6 +246,9 @@ async fn write_loop<S: AsyncWrite>(
     mut ctl: mpsc::Receiver<Ctl>,
     stats: Arc<Stats>,
 ) -> LinkError {
+    // Subscribed before the catch-up so nothing committed meanwhile is
+    // missed; what both carry is sent once (`sent` decides).
+    let mut live = station.herd_live();
     let mut heads = station.heads();
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut told = Heads::default();
@@ -259,21 +266,38 @@ async fn write_loop<S: AsyncWrite>(
                 let events = station
                     .feed_after(origin.clone(), feed, from, BATCH)
                     .await?;
-                let Some(last) = events.last() else { continue };
-                let (_, _, n) = last.position();
-                let batch = wire::pack(&events)?;
-                let bytes = send(&mut wr, &Frame::Batch(batch)).await?;
-                stats.sent.fetch_add(events.len() as u64, Ordering::Relaxed);
-                stats.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
-                sent.set(origin, feed, n);
+                if events.is_empty() {
+                    continue;
+                }
+                send_run(&mut wr, &mut sent, &events, &stats).await?;
             }
             if !sent.behind(&heads.borrow()).is_empty() {
                 continue;
             }
             tokio::select! {
+                biased;
                 c = ctl.recv() => match c {
                     Some(c) => control(&mut wr, &mut sent, c, &stats).await?,
                     None => return Err(LinkError::Closed),
+                },
+                r = live_next(&mut live) => match r {
+                    Ok(first) => {
+                        // What the peer sent us must not go back to it.
+                        while let Ok(c) = ctl.try_recv() {
+                            control(&mut wr, &mut sent, c, &stats).await?;
+                        }
+                        let mut events = first.to_vec();
+                        while let Ok(more) = live.as_mut().map_or(
+                            Err(broadcast::error::TryRecvError::Closed),
+                            broadcast::Receiver::try_recv,
+                        ) {
+                            events.extend(more.iter().cloned());
+                        }
+                        send_live(&mut wr, &mut sent, &events, &stats).await?;
+                    }
+                    // The log has it: the catch-up above sends it.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => live = None,
                 },
                 r = heads.changed() => if r.is_err() { return Err(LinkError::Closed) },
                 _ = ping.tick() => {
@@ -292,6 +316,66 @@ async fn write_loop<S: AsyncWrite>(
     }
     .await;
     result.err().unwrap_or(LinkError::Closed)
+}
+
+/// The next commit's events, or never without a live path.
+async fn live_next(
+    live: &mut Option<broadcast::Receiver<Arc<[HerdEvent]>>>,
+) -> Result<Arc<[HerdEvent]>, broadcast::error::RecvError> {
+    match live {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Send one feed's run of events, numbered on from what the peer holds.
+async fn send_run<S: AsyncWrite>(
+    wr: &mut Writer<S>,
+    sent: &mut Heads,
+    events: &[HerdEvent],
+    stats: &Stats,
+) -> Result<(), LinkError> {
+    let Some(last) = events.last() else {
+        return Ok(());
+    };
+    let (origin, feed, n) = last.position();
+    let batch = wire::pack(events)?;
+    let bytes = send(wr, &Frame::Batch(batch)).await?;
+    stats.sent.fetch_add(events.len() as u64, Ordering::Relaxed);
+    stats.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    sent.set(origin.clone(), feed, n);
+    Ok(())
+}
+
+/// Send the live events the peer lacks, run by run. A run that does not
+/// follow on from what the peer holds is left to the catch-up from the
+/// log, which the heads wake.
+async fn send_live<S: AsyncWrite>(
+    wr: &mut Writer<S>,
+    sent: &mut Heads,
+    events: &[HerdEvent],
+    stats: &Stats,
+) -> Result<(), LinkError> {
+    for run in runs(events) {
+        let (origin, feed, _) = run[0].position();
+        let have = sent.get(origin, feed);
+        let fresh = &run[run.partition_point(|e| e.position().2 <= have)..];
+        if fresh.first().is_some_and(|e| e.position().2 == have + 1) {
+            for chunk in fresh.chunks(BATCH) {
+                send_run(wr, sent, chunk, stats).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Split events into runs of one feed, numbered without a gap.
+fn runs(events: &[HerdEvent]) -> impl Iterator<Item = &[HerdEvent]> {
+    events.chunk_by(|a, b| {
+        let (oa, fa, na) = a.position();
+        let (ob, fb, nb) = b.position();
+        oa == ob && fa == fb && nb == na + 1
+    })
 }
 
 async fn control<S: AsyncWrite>(
@@ -335,6 +419,14 @@ async fn read_loop<S: AsyncRead>(
             match frame {
                 Frame::Batch(b) => {
                     let events = wire::unpack(b)?;
+                    if let Some(last) = events.last() {
+                        // The peer holds these: the writer must not echo them.
+                        let (o, f, n) = last.position();
+                        let mut h = Heads::default();
+                        h.set(o.clone(), f, n);
+                        // Never blocks the reader: a full queue only costs an echo.
+                        let _ = ctl.try_send(Ctl::PeerHeads(h));
+                    }
                     stats
                         .received
                         .fetch_add(events.len() as u64, Ordering::Relaxed);
@@ -361,7 +453,7 @@ async fn read_loop<S: AsyncRead>(
                 Frame::Heads(h) => {
                     let h = wire::heads_in(&h);
                     their_heads = Some(Arc::new(h.clone()));
-                    let _ = ctl.send(Ctl::PeerHeads(h)).await;
+                    let _ = ctl.try_send(Ctl::PeerHeads(h));
                 }
                 Frame::Ping { id, at } => {
                     // Answered as soon as the writer can; a full queue drops it.

@@ -81,6 +81,19 @@ impl Station {
         }
     }
 
+    /// Hand a commit's new events to the herd links (the live path), before
+    /// [`Self::publish_heads`] so a link wakes on them first.
+    pub(super) fn herd_live(&self, events: impl FnOnce() -> Vec<crate::domain::herd::HerdEvent>) {
+        if let Some(live) = &self.out.herd_live
+            && live.receiver_count() > 0
+        {
+            let events = events();
+            if !events.is_empty() {
+                let _ = live.send(events.into());
+            }
+        }
+    }
+
     /// Tell the herd links what this station holds now, if it changed.
     pub(super) fn publish_heads(&mut self) {
         let heads = &self.state.heads;

@@ -278,6 +278,8 @@ pub struct StationHandle {
     pub(super) metrics: Arc<Metrics>,
     /// Station → herd links: the feeds held, after each commit.
     pub(super) heads: watch::Receiver<Arc<Heads>>,
+    /// Station → herd links: each commit's new events (with a herd).
+    pub(super) herd_live: Option<broadcast::Sender<Arc<[HerdEvent]>>>,
 }
 
 impl StationHandle {
@@ -439,6 +441,13 @@ impl StationHandle {
     #[must_use]
     pub fn heads(&self) -> watch::Receiver<Arc<Heads>> {
         self.heads.clone()
+    }
+
+    /// Each commit's new events, in feed order, from now on (`None`
+    /// without a herd). A receiver that lags reads the log instead.
+    #[must_use]
+    pub fn herd_live(&self) -> Option<broadcast::Receiver<Arc<[HerdEvent]>>> {
+        self.herd_live.as_ref().map(broadcast::Sender::subscribe)
     }
 
     /// Up to `limit` events of a feed numbered above `after`, in order.

@@ -28,10 +28,9 @@ use super::api::{Command, HerdApplied, OutboxEncoder, ReaderCtl, TapError, TapOu
 use super::herd::Foreign;
 use super::metrics::{Metrics, TapLabels};
 use super::ring::TapRing;
-use super::state::Counters;
-use super::state::{Prepared, ResolvedIdentity, State};
+use super::state::{CounterAnnouncer, Prepared, ResolvedIdentity, State};
 use super::view::{Event, Snapshot, TapEvent};
-use crate::domain::herd::{Feed, Heads};
+use crate::domain::herd::{Feed, Heads, HerdEvent};
 use crate::domain::{IdentityRecord, TagUid, Tap};
 use crate::store::{OutboxItem, Record, Store, StoreError};
 use crate::sys::clock::now_ms;
@@ -61,6 +60,10 @@ pub(super) struct Outputs {
     pub lookups: mpsc::UnboundedSender<TagUid>,
     /// Station → herd links: the feeds held.
     pub heads: watch::Sender<Arc<Heads>>,
+    /// Station → herd links: each commit's new events, in feed order (the
+    /// live path; a link that lags reads the log instead). `None` without
+    /// a herd.
+    pub herd_live: Option<broadcast::Sender<Arc<[HerdEvent]>>>,
 }
 
 /// Records waiting to ride with the next tap commit.
@@ -72,29 +75,6 @@ pub(super) struct Riders {
     pub(super) identities: Vec<ResolvedIdentity>,
     /// Since when something waits.
     pub(super) since: Option<Instant>,
-}
-
-/// When the counters were last announced, and whether they must be again.
-pub(super) struct CounterAnnouncer {
-    pub(super) announced: Counters,
-    /// A snapshot went out (on the watch, which a stream reads when it
-    /// connects) with counters that no status event carried: a client may
-    /// hold them, so the next move must be announced even if the counters
-    /// are back where the last announcement left them.
-    pub(super) unannounced: bool,
-    pub(super) at: Instant,
-    pub(super) due: Option<Instant>,
-}
-
-impl CounterAnnouncer {
-    pub(super) fn new(now: Counters) -> Self {
-        Self {
-            announced: now,
-            unannounced: false,
-            at: Instant::now(),
-            due: None,
-        }
-    }
 }
 
 /// A reply owed once the current batch commits.
@@ -151,7 +131,7 @@ impl Station {
         checkpoint_taps: Option<u64>,
     ) -> Self {
         Self {
-            counters: CounterAnnouncer::new(state.counters()),
+            counters: CounterAnnouncer::new(state.counters(), Instant::now()),
             state,
             store,
             encoder,
@@ -517,6 +497,13 @@ impl Station {
             self.state.people.pending.insert(tag.clone());
             let _ = self.out.lookups.send(tag);
         }
+        self.herd_live(|| {
+            let own = taps.iter().cloned().map(HerdEvent::Tap);
+            let ids = numbered.iter().cloned().map(HerdEvent::Identity);
+            own.chain(foreign.events.iter().cloned())
+                .chain(ids)
+                .collect()
+        });
         let mut applied = self.state.taps_committed(&taps, numbered, self.now());
         let refold = if foreign.events.is_empty() {
             Vec::new()

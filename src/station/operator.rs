@@ -28,6 +28,7 @@ impl Station {
             }
             Ok(stats) => self.store_ok(stats),
         }
+        self.herd_live(|| vec![crate::domain::herd::HerdEvent::Action(action.clone())]);
         let (events, refold) = self.state.action_committed(&action);
         for e in events {
             let _ = self.out.events.send(e);

@@ -299,6 +299,7 @@ pub fn start(
     let snapshot = Arc::new(state.snapshot());
     let (state_tx, state_rx) = watch::channel(snapshot);
     let (heads_tx, heads_rx) = watch::channel(Arc::new(state.heads.clone()));
+    let herd_live = config.herd.as_ref().map(|_| broadcast::channel(1024).0);
     let tap_ring = Arc::new(std::sync::Mutex::new(TapRing::new(
         rec.next_seq.saturating_sub(1),
     )));
@@ -314,6 +315,7 @@ pub fn start(
             reader_ctl: reader_ctl_tx,
             lookups: lookups_tx,
             heads: heads_tx,
+            herd_live: herd_live.clone(),
         },
         metrics.clone(),
         checkpoint_taps,
@@ -327,6 +329,7 @@ pub fn start(
         store,
         metrics,
         heads: heads_rx,
+        herd_live,
     };
     let task = tokio::spawn(station.run(rx, shutdown, backfill, r.refold));
     Ok(Started {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use super::api::{ActionError, BindError, ReaderReport, TapError, TapOutcome, Vote};
 pub(super) use super::people::People;
@@ -105,6 +106,29 @@ pub(super) struct SavedState {
 /// XMPP outbox, published; identity lookups pending, people known.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Counters(u64, u64, u64, u64);
+
+/// When the counters were last announced, and whether they must be again.
+pub(super) struct CounterAnnouncer {
+    pub(super) announced: Counters,
+    /// A snapshot went out (on the watch, which a stream reads when it
+    /// connects) with counters that no status event carried: a client may
+    /// hold them, so the next move must be announced even if the counters
+    /// are back where the last announcement left them.
+    pub(super) unannounced: bool,
+    pub(super) at: Instant,
+    pub(super) due: Option<Instant>,
+}
+
+impl CounterAnnouncer {
+    pub(super) fn new(now: Counters, at: Instant) -> Self {
+        Self {
+            announced: now,
+            unannounced: false,
+            at,
+            due: None,
+        }
+    }
+}
 
 /// What a tap in a batch being gathered became.
 #[derive(Debug)]

@@ -108,6 +108,48 @@ pub(super) fn store_unavailable(e: &StoreError) -> ApiError {
     )
 }
 
+/// Every error a client gets is our JSON: the rejections axum makes itself
+/// (413 body too large, 400 a query that does not parse, 405, a timeout's
+/// 503) are plain text, so they are said again as `{"error", "detail"}`.
+pub(super) async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let error = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase();
+    let detail = if text.is_empty() {
+        match status {
+            StatusCode::SERVICE_UNAVAILABLE => "the request took too long; try again".to_string(),
+            _ => error.clone(),
+        }
+    } else {
+        text
+    };
+    let mut out = (status, Json(json!({ "error": error, "detail": detail }))).into_response();
+    for (k, v) in &parts.headers {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
 pub(super) async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not found", "no such endpoint")
 }

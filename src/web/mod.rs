@@ -72,6 +72,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
     let streams = Router::new().route("/api/v1/events", get(sse::events));
     api.merge(streams)
         .fallback(error::not_found)
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
