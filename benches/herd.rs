@@ -516,31 +516,42 @@ async fn own_latency() {
         v.sort_by(f64::total_cmp);
         (pct(&v, 0.5), pct(&v, 0.99))
     };
-    let dir = tempfile::tempdir().unwrap();
-    let alone = St::start(dir.path(), "o-alone", None);
-    let off = measure(&alone).await;
-    drop(alone);
-    let (st, _p) = herd(dir.path(), &["o-a", "o-b"], &[(0, 1)]).await;
-    // B keeps the herd busy: 1,000 taps/s streaming into A.
-    let busy = async {
+    // The load: 1,000 taps/s posted to `to` for the length of a measure.
+    let busy = async |to: &St| {
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         let mut k = 0;
         let mut inflight = futures_util::stream::FuturesUnordered::new();
         let until = Instant::now() + Duration::from_secs(if quick() { 5 } else { 20 });
         while Instant::now() < until {
             tokio::select! {
-                _ = tick.tick() => { inflight.push(st[1].tap(k)); k += 1; }
+                _ = tick.tick() => { inflight.push(to.tap(k)); k += 1; }
                 Some(()) = inflight.next(), if !inflight.is_empty() => {}
             }
         }
     };
-    let (on, ()) = futures_util::future::join(measure(&st[0]), busy).await;
+    let dir = tempfile::tempdir().unwrap();
+    let alone = St::start(dir.path(), "o-alone", None);
+    let off = measure(&alone).await;
+    // The same load on the machine, to a station not linked to this one:
+    // what the 2 cores cost, apart from the herd.
+    drop(alone);
+    let alone = St::start(dir.path(), "o-alone2", None);
+    let load = St::start(dir.path(), "o-load", None);
+    let (off_loaded, ()) = futures_util::future::join(measure(&alone), busy(&load)).await;
+    drop(alone);
+    drop(load);
+    let (st, _p) = herd(dir.path(), &["o-a", "o-b"], &[(0, 1)]).await;
+    // B keeps the herd busy: 1,000 taps/s streaming into A.
+    let (on, ()) = futures_util::future::join(measure(&st[0]), busy(&st[1])).await;
     println!(
-        "own tap latency (POST → own SSE event, one at a time): herd off p50 {:.2} ms p99 {:.2} ms; herd on with a peer streaming 1,000 taps/s in p50 {:.2} ms p99 {:.2} ms (p99 {:+.2} ms)",
+        "own tap latency (POST → own SSE event, one at a time): herd off p50 {:.2} ms p99 {:.2} ms; herd off, another station on the machine taking 1,000 taps/s p50 {:.2} ms p99 {:.2} ms; herd on, that station its peer streaming them in p50 {:.2} ms p99 {:.2} ms (p99 {:+.2} ms against the same load without the herd, {:+.2} ms against an idle machine)",
         off.0,
         off.1,
+        off_loaded.0,
+        off_loaded.1,
         on.0,
         on.1,
+        on.1 - off_loaded.1,
         on.1 - off.1
     );
 }

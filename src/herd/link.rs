@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -32,6 +32,8 @@ pub const BATCH: usize = 2000;
 /// Ping this often; a link that says nothing for [`SILENT`] is dropped.
 const PING_EVERY: Duration = Duration::from_secs(2);
 pub const SILENT: Duration = Duration::from_secs(8);
+/// Frames already received are taken into one commit, up to this many.
+const COALESCE: usize = 16;
 /// Heads are told at most this often.
 const HEADS_EVERY: Duration = Duration::from_millis(500);
 /// How long the other side has to say hello.
@@ -414,62 +416,75 @@ async fn read_loop<S: AsyncRead>(
     let mut reported = tokio::time::Instant::now();
     let mut their_heads: Option<Arc<Heads>> = None;
     let result: Result<(), LinkError> = async {
+        let mut fresh = Vec::new();
         loop {
-            let frame = next(&mut rd).await?;
-            match frame {
-                Frame::Batch(b) => {
-                    let events = wire::unpack(b)?;
-                    if let Some(last) = events.last() {
-                        // The peer holds these: the writer must not echo them.
-                        let (o, f, n) = last.position();
-                        let mut h = Heads::default();
-                        h.set(o.clone(), f, n);
-                        // Never blocks the reader: a full queue only costs an echo.
-                        let _ = ctl.try_send(Ctl::PeerHeads(h));
-                    }
-                    stats
-                        .received
-                        .fetch_add(events.len() as u64, Ordering::Relaxed);
-                    let (held, fresh) = split_held(&station.heads().borrow(), events);
-                    if !held.is_empty() {
-                        for e in station.mismatching(held).await? {
-                            let (origin, feed, n) = e.position();
-                            let _ = station
-                                .sender()
-                                .send(crate::station::Command::HerdStatus(HerdReport::Forked {
-                                    origin: origin.to_string(),
-                                    detail: format!(
-                                        "{feed} {n} from {} differs from the logged one",
-                                        peer.station
-                                    ),
-                                }))
-                                .await;
+            // Frames that came together are taken together: one commit for
+            // all their events instead of one each.
+            let mut frames = vec![next(&mut rd).await?];
+            while frames.len() < COALESCE {
+                match rd.next().now_or_never() {
+                    Some(Some(Ok(b))) => frames.push(wire::decode(&b)?),
+                    Some(Some(Err(e))) => return Err(e.into()),
+                    Some(None) | None => break,
+                }
+            }
+            for frame in frames {
+                match frame {
+                    Frame::Batch(b) => {
+                        let events = wire::unpack(b)?;
+                        if let Some(last) = events.last() {
+                            // The peer holds these: the writer must not echo them.
+                            let (o, f, n) = last.position();
+                            let mut h = Heads::default();
+                            h.set(o.clone(), f, n);
+                            // Never blocks the reader: a full queue only costs an echo.
+                            let _ = ctl.try_send(Ctl::PeerHeads(h));
+                        }
+                        stats
+                            .received
+                            .fetch_add(events.len() as u64, Ordering::Relaxed);
+                        let (held, new) = split_held(&station.heads().borrow(), events);
+                        fresh.extend(new);
+                        if !held.is_empty() {
+                            for e in station.mismatching(held).await? {
+                                let (origin, feed, n) = e.position();
+                                let _ = station
+                                    .sender()
+                                    .send(crate::station::Command::HerdStatus(HerdReport::Forked {
+                                        origin: origin.to_string(),
+                                        detail: format!(
+                                            "{feed} {n} from {} differs from the logged one",
+                                            peer.station
+                                        ),
+                                    }))
+                                    .await;
+                            }
                         }
                     }
-                    if !fresh.is_empty() {
-                        station.herd_events(fresh).await?;
+                    Frame::Heads(h) => {
+                        let h = wire::heads_in(&h);
+                        their_heads = Some(Arc::new(h.clone()));
+                        let _ = ctl.try_send(Ctl::PeerHeads(h));
                     }
+                    Frame::Ping { id, at } => {
+                        // Answered as soon as the writer can; a full queue drops it.
+                        let _ = ctl.try_send(Ctl::Frame(Frame::Pong {
+                            id,
+                            at: now_ms(),
+                            echo: at,
+                        }));
+                    }
+                    Frame::Pong { at, echo, .. } => {
+                        let now = now_ms();
+                        rtt = u64::try_from(now - echo).ok();
+                        offset = Some(clock_offset(echo, at, now));
+                    }
+                    Frame::Hello(_) => return Err(LinkError::Protocol("a second hello")),
+                    Frame::Refuse(r) => return Err(LinkError::RefusedByPeer(r)),
                 }
-                Frame::Heads(h) => {
-                    let h = wire::heads_in(&h);
-                    their_heads = Some(Arc::new(h.clone()));
-                    let _ = ctl.try_send(Ctl::PeerHeads(h));
-                }
-                Frame::Ping { id, at } => {
-                    // Answered as soon as the writer can; a full queue drops it.
-                    let _ = ctl.try_send(Ctl::Frame(Frame::Pong {
-                        id,
-                        at: now_ms(),
-                        echo: at,
-                    }));
-                }
-                Frame::Pong { at, echo, .. } => {
-                    let now = now_ms();
-                    rtt = u64::try_from(now - echo).ok();
-                    offset = Some(clock_offset(echo, at, now));
-                }
-                Frame::Hello(_) => return Err(LinkError::Protocol("a second hello")),
-                Frame::Refuse(r) => return Err(LinkError::RefusedByPeer(r)),
+            }
+            if !fresh.is_empty() {
+                station.herd_events(std::mem::take(&mut fresh)).await?;
             }
             if reported.elapsed() >= REPORT_EVERY {
                 reported = tokio::time::Instant::now();

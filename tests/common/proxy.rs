@@ -51,6 +51,9 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
                     continue;
                 };
+                // As the stations do: no Nagle delay on a small frame.
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
                 tokio::spawn(pipe(cr, sw, rx.clone(), counted.clone()));
