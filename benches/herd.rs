@@ -497,12 +497,15 @@ async fn own_latency() {
     let measure = async |st: &St| {
         let seen = arrivals(st).await;
         let mut sent = Vec::new();
+        let mut durable = Vec::new();
         for i in 0..n {
             let t = Instant::now();
             st.tap(5_000_000 + i).await;
+            durable.push(t.elapsed().as_secs_f64() * 1000.0);
             sent.push((i, t));
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        durable.sort_by(f64::total_cmp);
         until("all seen", Duration::from_secs(30), async || {
             seen.lock().unwrap().len() >= n as usize
         })
@@ -514,7 +517,7 @@ async fn own_latency() {
             .map(|((_, seq), t)| t.duration_since(sent[*seq as usize - 1].1).as_secs_f64() * 1000.0)
             .collect();
         v.sort_by(f64::total_cmp);
-        (pct(&v, 0.5), pct(&v, 0.99))
+        (pct(&v, 0.5), pct(&v, 0.99), pct(&durable, 0.99))
     };
     // The load: 1,000 taps/s posted to `to` for the length of a measure.
     let busy = async |to: &St| {
@@ -544,13 +547,16 @@ async fn own_latency() {
     // B keeps the herd busy: 1,000 taps/s streaming into A.
     let (on, ()) = futures_util::future::join(measure(&st[0]), busy(&st[1])).await;
     println!(
-        "own tap latency (POST → own SSE event, one at a time): herd off p50 {:.2} ms p99 {:.2} ms; herd off, another station on the machine taking 1,000 taps/s p50 {:.2} ms p99 {:.2} ms; herd on, that station its peer streaming them in p50 {:.2} ms p99 {:.2} ms (p99 {:+.2} ms against the same load without the herd, {:+.2} ms against an idle machine)",
+        "own tap latency (POST → own SSE event, one at a time; in brackets POST → its answer, durable, p99): herd off p50 {:.2} ms p99 {:.2} ms [{:.2}]; herd off, another station on the machine taking 1,000 taps/s p50 {:.2} ms p99 {:.2} ms [{:.2}]; herd on, that station its peer streaming them in p50 {:.2} ms p99 {:.2} ms [{:.2}] (p99 {:+.2} ms against the same load without the herd, {:+.2} ms against an idle machine)",
         off.0,
         off.1,
+        off.2,
         off_loaded.0,
         off_loaded.1,
+        off_loaded.2,
         on.0,
         on.1,
+        on.2,
         on.1 - off_loaded.1,
         on.1 - off.1
     );
