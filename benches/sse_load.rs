@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Barrier, broadcast};
 
 /// Timed taps per phase (idle before, with the streams, idle after).
@@ -140,13 +140,16 @@ fn main() {
         let (want_tx, _) = broadcast::channel::<u64>(16);
         let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
         let open_started = Instant::now();
-        for _ in 0..streams {
+        for i in 0..streams {
             let ready = ready.clone();
             let mut want_rx = want_tx.subscribe();
             let seen = seen_tx.clone();
             let addr = addr.clone();
             readers.spawn(async move {
-                let mut s = TcpStream::connect(&addr).await.expect("connect");
+                // Browsers come from many addresses: 100 streams per
+                // loopback address (127.0.0.2, .3, …), under the per-address
+                // cap at its default.
+                let mut s = from_address(i / 100, &addr).await;
                 s.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
                     .await
                     .unwrap();
@@ -275,4 +278,16 @@ fn main() {
         );
     });
     common::stop_station(child);
+}
+
+/// A connection to `addr` from loopback address number `n` (127.0.0.2 on).
+async fn from_address(n: usize, addr: &str) -> TcpStream {
+    let n = u32::try_from(n).expect("address number") + 2;
+    let src = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 0, 0, 0)) + n);
+    let sock = TcpSocket::new_v4().expect("socket");
+    sock.bind((src, 0).into())
+        .expect("bind a loopback source address");
+    sock.connect(addr.parse().expect("station address"))
+        .await
+        .expect("connect")
 }

@@ -49,8 +49,9 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Ends when the Station task has stopped (after flushing the log).
     station_done: tokio::sync::oneshot::Receiver<()>,
-    /// The event-stream crowd's runtime; stopped when this is dropped.
-    fanout: web::serve::Fanout,
+    /// The public and the event-stream crowd's runtimes; stopped when this
+    /// is dropped.
+    sides: web::serve::Sides,
 }
 
 /// Start everything the config asks for. Returns once the store is open and
@@ -125,13 +126,14 @@ pub async fn start_with(
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
-    let fanout = web::serve::Fanout::start().context("cannot start the fan-out threads")?;
+    let sides = web::serve::Sides::start().context("cannot start the HTTP threads")?;
+    let limits = http_limits(config.http.limits);
     let app = web::app(
         web::AppState {
             station: station.clone(),
             admin_token: admin_token.as_str().into(),
             shutdown: shutdown.clone(),
-            hub: web::SseHub::start(&station, shutdown.clone(), &fanout.handle()),
+            hub: web::SseHub::start(&station, shutdown.clone(), &sides.fanout()),
         },
         config.http.request_timeout,
     );
@@ -139,17 +141,18 @@ pub async fn start_with(
     let http = web::serve::serve(
         listener,
         app,
-        &fanout.handle(),
+        &sides,
+        limits,
         move || web::crowd(&streams),
         shutdown.clone(),
-    )?;
+    );
     // Readers follow their devices through the hotplug watcher's registry.
     let devices = crate::hotplug::Devices::default();
     let watch_device: WatchDevice = {
         let devices = devices.clone();
         Arc::new(move |path| devices.watch(path))
     };
-    let mut tasks = http;
+    let mut tasks = vec![http];
     tasks.extend([
         tokio::spawn(crate::network::run(
             config.network,
@@ -239,8 +242,33 @@ pub async fn start_with(
         admin_token,
         tasks,
         station_done,
-        fanout,
+        sides,
     })
+}
+
+/// The HTTP limits as configured, the connection cap lowered where the
+/// open-files limit (raised to its hard limit first) would not leave the
+/// readers, the store and the links their reserve.
+fn http_limits(mut limits: crate::config::HttpLimits) -> crate::config::HttpLimits {
+    use crate::sys::limits::{RESERVED_FDS, connection_cap, raise_open_files};
+    match raise_open_files() {
+        Ok(files) => {
+            let cap = connection_cap(limits.max_connections, files);
+            if cap < limits.max_connections {
+                tracing::warn!(
+                    open_files = files,
+                    reserved = RESERVED_FDS,
+                    configured = limits.max_connections,
+                    cap,
+                    "the open-files limit is too low for [http] max_connections: serving at most {cap} connections (raise LimitNOFILE=)"
+                );
+                limits.max_connections = cap;
+                limits.max_per_address = limits.max_per_address.min(cap);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+    }
+    limits
 }
 
 impl Running {
@@ -257,7 +285,7 @@ impl Running {
                 abort.abort();
             }
         }
-        drop(self.fanout);
+        drop(self.sides);
     }
 }
 

@@ -161,6 +161,21 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     pub admin_token_file: Option<PathBuf>,
     pub request_timeout: Duration,
+    pub limits: HttpLimits,
+}
+
+/// What one client may hold of the station's HTTP side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request's head (line and headers) must arrive within this; also
+    /// how long a kept-alive connection may wait for its next request.
+    pub header_timeout: Duration,
+    /// A connection on which nothing moved either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections open at once, in all.
+    pub max_connections: usize,
+    /// Connections open at once from one address.
+    pub max_per_address: usize,
 }
 
 /// The serial protocol a reader speaks.

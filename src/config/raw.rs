@@ -209,6 +209,14 @@ pub struct RawHttp {
     pub admin_token_file: Option<String>,
     #[serde(default = "default_request_timeout_s")]
     pub request_timeout_s: Spanned<u64>,
+    #[serde(default = "default_header_timeout_s")]
+    pub header_timeout_s: Spanned<u64>,
+    #[serde(default = "default_idle_timeout_s")]
+    pub idle_timeout_s: Spanned<u64>,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: Spanned<usize>,
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: Spanned<usize>,
 }
 
 impl Default for RawHttp {
@@ -217,6 +225,10 @@ impl Default for RawHttp {
             listen: default_listen(),
             admin_token_file: None,
             request_timeout_s: default_request_timeout_s(),
+            header_timeout_s: default_header_timeout_s(),
+            idle_timeout_s: default_idle_timeout_s(),
+            max_connections: default_max_connections(),
+            max_connections_per_address: default_max_connections_per_address(),
         }
     }
 }
@@ -227,6 +239,24 @@ pub fn default_listen() -> Spanned<String> {
 
 pub fn default_request_timeout_s() -> Spanned<u64> {
     Spanned::new(0..0, 10)
+}
+
+pub fn default_header_timeout_s() -> Spanned<u64> {
+    Spanned::new(0..0, 10)
+}
+
+pub fn default_idle_timeout_s() -> Spanned<u64> {
+    Spanned::new(0..0, 60)
+}
+
+/// Room for 10,000 browsers following the results, and then some.
+pub fn default_max_connections() -> Spanned<usize> {
+    Spanned::new(0..0, 16_384)
+}
+
+/// A browser opens about 6; a venue's NAT puts many phones behind one.
+pub fn default_max_connections_per_address() -> Spanned<usize> {
+    Spanned::new(0..0, 256)
 }
 
 #[derive(Debug, Deserialize)]

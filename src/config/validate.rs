@@ -9,16 +9,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{
-    RawConfig, RawHerd, RawHotplug, RawHttp, RawIdentity, RawNetwork, RawPoll, RawReader,
-    RawStation, RawXmpp,
+    RawConfig, RawHerd, RawHotplug, RawIdentity, RawNetwork, RawPoll, RawReader, RawStation,
+    RawXmpp,
 };
 use super::{
-    Config, HerdConfig, HotplugConfig, HttpConfig, IdentityConfig, NetworkConfig, Problem,
-    ReaderConfig, ScreenConfig, Signature, StationConfig, XmppConfig, XmppTls, parse_node_uri,
-    valid_id,
+    Config, HerdConfig, HotplugConfig, IdentityConfig, NetworkConfig, Problem, ReaderConfig,
+    ScreenConfig, Signature, StationConfig, XmppConfig, XmppTls, parse_node_uri, valid_id,
 };
 use crate::domain::poll::BindingPart;
 use crate::domain::{Answer, Binding, PollDef, text};
+
+mod http;
+use http::http;
 
 const ID_RULE: &str = "use 1–64 letters, digits, '-', '_' or '.'";
 
@@ -115,34 +117,6 @@ fn station(raw: &RawStation, base: &Path, p: &mut Problems) -> StationConfig {
         data_dir: absolute(base, raw.data_dir.get_ref()),
         debounce: Duration::from_millis(raw.debounce_ms),
         active_poll: None,
-    }
-}
-
-fn http(raw: &RawHttp, base: &Path, p: &mut Problems) -> HttpConfig {
-    let listen = raw
-        .listen
-        .get_ref()
-        .parse::<SocketAddr>()
-        .unwrap_or_else(|_| {
-            p.add(
-                raw.listen.span(),
-                format!(
-                    "listen address {:?} is not IP:PORT (e.g. \"0.0.0.0:8080\" or \"[::]:8080\")",
-                    raw.listen.get_ref()
-                ),
-            );
-            SocketAddr::from(([127, 0, 0, 1], 8080))
-        });
-    if raw.request_timeout_s.get_ref() == &0 {
-        p.add(
-            raw.request_timeout_s.span(),
-            "request_timeout_s must be at least 1".into(),
-        );
-    }
-    HttpConfig {
-        listen,
-        admin_token_file: raw.admin_token_file.as_ref().map(|f| absolute(base, f)),
-        request_timeout: Duration::from_secs(*raw.request_timeout_s.get_ref()),
     }
 }
 

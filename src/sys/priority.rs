@@ -1,7 +1,7 @@
 //! CPU priority: a tap goes first.
 //!
 //! The intake (the main runtime's workers, which run the readers, the
-//! Station and the HTTP API, and the store's thread) runs at the lowest
+//! Station and the taps posted over HTTP, and the store's thread) runs at the lowest
 //! real-time priority where it is allowed (`SCHED_FIFO` 1: root, or
 //! `LimitRTPRIO=1` in the systemd unit). A normal-priority thread is not
 //! enough: under the kernel's EEVDF scheduler a woken thread can wait a
@@ -11,6 +11,9 @@
 //! (`SCHED_RESET_ON_FORK`), and the kernel's real-time throttling keeps 5% of
 //! every second for everything else should an intake thread spin.
 //!
+//! Every other HTTP request (pages, the API, the admin side) is served by
+//! threads at normal priority ([`normal_this_thread`]): a LAN flooding
+//! `/metrics` competes with sshd and the compositor, not above them.
 //! The event-stream crowd's threads run under `SCHED_IDLE` and the screen's
 //! thread (with the renderer threads it starts) at nice 5: when the CPU is
 //! busy, a tap goes first; when it is not, they get all of it.
@@ -33,6 +36,18 @@ pub fn lower_this_thread(nice: i32) {
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
     if r != 0 {
         tracing::debug!(error = %io::Error::last_os_error(), nice, "cannot lower this thread's priority");
+    }
+}
+
+/// Run the calling thread under the normal policy (`SCHED_OTHER`, nice 0),
+/// whatever the thread that started it had.
+pub fn normal_this_thread() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler with pid 0 changes the calling thread's
+    // policy; `param` outlives the call.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &raw const param) };
+    if r != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "cannot set SCHED_OTHER on this thread");
     }
 }
 

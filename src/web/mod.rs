@@ -5,7 +5,9 @@
 //! - [`sse`]: the event streams and their shared fan-out hub;
 //! - `admin`: the endpoints that need the admin token;
 //! - `error`: the JSON errors clients see, and the token check;
-//! - [`serve`]: one listener, two runtimes (the intake's and the crowd's).
+//! - [`serve`]: one listener, three sides (the intake's runtime for taps,
+//!   the public one, the crowd's for event streams);
+//! - `conn`: one connection with its deadlines; [`gate`]: the connection caps.
 //!
 //! A client of the Station like any other: reads come from the Station's
 //! snapshot, changes from its broadcast, writes go through its handle, the
@@ -14,7 +16,9 @@
 //! responses never carry tag UIDs; axum is used nowhere else.
 
 mod admin;
+mod conn;
 mod error;
+pub mod gate;
 pub mod pages;
 pub mod serve;
 pub mod sse;

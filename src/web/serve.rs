@@ -1,110 +1,178 @@
-//! HTTP serving: one listener, two runtimes.
+//! HTTP serving: one listener, three sides.
 //!
 //! Every connection is accepted on the main runtime, beside the Station and
-//! the readers. The first bytes of its first request decide where it is
-//! served: once a crowd of event streams is open (see
-//! [`DIRECT_STREAMS`](super::sse::DIRECT_STREAMS)), a new `GET /api/v1/events` goes to
-//! the *fan-out* runtime, whose threads run only when the intake's do not
-//! want the CPU (`SCHED_IDLE`). Ten
-//! thousand browsers watching the results then cost the fan-out threads, and
-//! a tap arriving meanwhile does not queue behind their writes.
+//! the readers, and must first get a place from the [`Gate`] (the global and
+//! per-address caps; refused ones get a 503 and are closed). The first bytes
+//! of its first request decide where it is served:
+//! - `POST /api/v1/taps` stays on the main runtime, with the intake's
+//!   real-time priority: a tap posted by a reader goes first;
+//! - once a crowd of event streams is open (see
+//!   [`DIRECT_STREAMS`](super::sse::DIRECT_STREAMS)), a new `GET /api/v1/events`
+//!   goes to the *fan-out* runtime, whose threads run only when no other
+//!   thread wants the CPU (`SCHED_IDLE`): ten thousand browsers watching
+//!   the results cost the fan-out threads, and a tap arriving meanwhile does
+//!   not queue behind their writes;
+//! - everything else (pages, the public API, the admin side) goes to the
+//!   *public* runtime, at normal priority: a LAN flooding `/metrics` competes
+//!   with sshd and the compositor, not above them.
 //!
-//! Both sides are plain `axum::serve` with the same router; only the
-//! listener differs (a channel fed by the accept loop).
+//! Each side serves with the same router and the same deadlines
+//! ([`conn::serve`](super::conn::serve)). Accept errors (out of file
+//! descriptors) back off and are logged once per run of failures.
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::{Handle, Runtime};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// How long a new connection has to send its request line before it is
-/// handed to the main side as it is (which then applies its own timeouts).
+use super::conn::{self, Guarded};
+use super::gate::{Gate, Refused};
+use crate::config::HttpLimits;
+use crate::domain::backoff::Backoff;
+
+/// How long a new connection has at most to send the start of its request
+/// line (or the header deadline, if shorter) before it is handed to the
+/// public side as it is; that side's header deadline then starts, so a head
+/// takes at most twice the deadline.
 const FIRST_BYTES_WITHIN: Duration = Duration::from_secs(5);
+const ACCEPT_FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const ACCEPT_MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 const EVENTS_REQUEST: &[u8] = b"GET /api/v1/events";
+const TAPS_REQUEST: &[u8] = b"POST /api/v1/taps";
 
-/// The fan-out runtime. Dropping it stops its threads without blocking (it
-/// may be dropped inside the main runtime).
-pub struct Fanout(Option<Runtime>);
+/// The runtimes HTTP is served on besides the main one. Dropping them stops
+/// their threads without blocking (they may be dropped inside the main
+/// runtime).
+pub struct Sides {
+    fanout: Option<Runtime>,
+    public: Option<Runtime>,
+}
 
-impl Fanout {
-    /// Start the runtime's two worker threads at the lowest priority
-    /// ([`crate::sys::priority::idle_this_thread`]).
+impl Sides {
+    /// Start the fan-out runtime's two threads at the lowest priority
+    /// ([`crate::sys::priority::idle_this_thread`]) and the public one's two
+    /// at normal priority ([`crate::sys::priority::normal_this_thread`]).
     ///
     /// # Errors
     /// When the threads cannot be started.
     pub fn start() -> io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
+        let fanout = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("fanout")
             .on_thread_start(crate::sys::priority::idle_this_thread)
             .enable_all()
             .build()?;
-        Ok(Self(Some(rt)))
+        let public = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("http")
+            .on_thread_start(crate::sys::priority::normal_this_thread)
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            fanout: Some(fanout),
+            public: Some(public),
+        })
     }
 
+    /// The fan-out runtime (event streams of a crowd, the SSE hub).
     #[must_use]
-    pub fn handle(&self) -> Handle {
-        self.0
-            .as_ref()
-            .map_or_else(Handle::current, |rt| rt.handle().clone())
+    pub fn fanout(&self) -> Handle {
+        handle(self.fanout.as_ref())
+    }
+
+    /// The public runtime (every request but taps and crowd streams).
+    #[must_use]
+    pub fn public(&self) -> Handle {
+        handle(self.public.as_ref())
     }
 }
 
-impl Drop for Fanout {
+fn handle(rt: Option<&Runtime>) -> Handle {
+    rt.map_or_else(Handle::current, |rt| rt.handle().clone())
+}
+
+impl Drop for Sides {
     fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
+        for rt in [self.fanout.take(), self.public.take()]
+            .into_iter()
+            .flatten()
+        {
             rt.shutdown_background();
         }
     }
 }
 
-/// Serve `app` on `listener` until `shutdown`. `crowd()` says whether a new
-/// event stream should go to the fan-out side. Returns the two server tasks.
+/// Where a connection is served, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Intake,
+    Stream,
+    Public,
+}
+
+/// Serve `app` on `listener` until `shutdown`, with `limits` and at most
+/// `max_connections` open. `crowd()` says whether a new event stream should
+/// go to the fan-out side. Returns the server task, which ends once every
+/// connection has.
 pub fn serve(
     listener: TcpListener,
     app: Router,
-    fanout: &Handle,
+    sides: &Sides,
+    limits: HttpLimits,
     crowd: impl Fn() -> bool + Send + 'static,
     shutdown: CancellationToken,
-) -> io::Result<Vec<JoinHandle<()>>> {
-    let addr = listener.local_addr()?;
-    let (main_tx, main_rx) = mpsc::unbounded_channel();
-    let (fan_tx, fan_rx) = mpsc::unbounded_channel();
-    let main = tokio::spawn(run_server(
-        Incoming { rx: main_rx, addr },
-        app.clone(),
-        shutdown.clone(),
-    ));
-    let fan = fanout.spawn(run_server(
-        Incoming { rx: fan_rx, addr },
-        app,
-        shutdown.clone(),
-    ));
-    let accept = tokio::spawn(async move {
+) -> JoinHandle<()> {
+    let gate = Gate::new(limits.max_connections, limits.max_per_address);
+    let (fanout, public) = (sides.fanout(), sides.public());
+    let tracker = TaskTracker::new();
+    tokio::spawn(async move {
+        let mut backoff = Backoff::new(ACCEPT_FIRST_BACKOFF, ACCEPT_MAX_BACKOFF);
+        let mut failures = 0u64;
+        let mut refused = Refusals::default();
         loop {
             let (tcp, peer) = tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
                 a = listener.accept() => match a {
-                    Ok(a) => a,
+                    Ok(a) => {
+                        if failures > 0 {
+                            tracing::info!(failures, "HTTP: accepting connections again");
+                            failures = 0;
+                        }
+                        backoff.reset();
+                        a
+                    }
                     Err(e) => {
-                        // Out of file descriptors and the like: say so, wait
-                        // a moment, go on (as axum::serve does).
-                        tracing::warn!(error = %e, "cannot accept an HTTP connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // Out of file descriptors and the like: wait, and say
+                        // so once per run of failures.
+                        if failures == 0 {
+                            tracing::warn!(error = %e, "HTTP: cannot accept a connection; retrying with back-off");
+                        }
+                        failures += 1;
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(backoff.fail()) => {}
+                        }
                         continue;
                     }
                 },
+            };
+            let permit = match gate.admit(peer.ip()) {
+                Ok(p) => p,
+                Err(why) => {
+                    refused.note(why, peer);
+                    // Best effort, without waiting: the client learns why.
+                    let _ = tcp.try_write(&refusal(why));
+                    continue;
+                }
             };
             // Small SSE writes must leave at once: without TCP_NODELAY, Nagle
             // holds a second event until the client ACKs the first (delayed
@@ -112,166 +180,122 @@ pub fn serve(
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
-            let main_tx = main_tx.clone();
-            let fan_tx = fan_tx.clone();
             let to_fanout = crowd();
-            tokio::spawn(async move {
-                let (conn, is_stream) = first_bytes(tcp).await;
-                let conn = match conn {
+            let (app, fanout, public, shutdown) = (
+                app.clone(),
+                fanout.clone(),
+                public.clone(),
+                shutdown.clone(),
+            );
+            let spawner = tracker.clone();
+            tracker.spawn(async move {
+                let (head, tcp, side) = match first_bytes(tcp, limits.header_timeout).await {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::debug!(error = %e, %peer, "connection lost before its request");
                         return;
                     }
                 };
-                let sent = if is_stream && to_fanout {
-                    fan_tx.send((conn, peer)).map_err(|_| ())
-                } else {
-                    main_tx.send((conn, peer)).map_err(|_| ())
+                let on = match side {
+                    Side::Intake => Handle::current(),
+                    Side::Stream if to_fanout => fanout,
+                    Side::Stream | Side::Public => public,
                 };
-                if sent.is_err() {
-                    tracing::debug!(%peer, "server stopped; connection dropped");
-                }
+                spawner.spawn_on(
+                    async move {
+                        // Registers the socket with this runtime's reactor.
+                        match TcpStream::from_std(tcp) {
+                            Ok(tcp) => {
+                                let io = Guarded::new(head, tcp, limits.idle_timeout, Some(permit));
+                                conn::serve(io, app, limits, shutdown).await;
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, %peer, "cannot take over a connection");
+                            }
+                        }
+                    },
+                    &on,
+                );
             });
         }
-    });
-    Ok(vec![accept, main, fan])
+        drop(listener);
+        tracker.close();
+        tracker.wait().await;
+    })
 }
 
-async fn run_server(listener: Incoming, app: Router, shutdown: CancellationToken) {
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "HTTP server failed");
+/// Refusals, logged at most once a minute with how many there were.
+#[derive(Default)]
+struct Refusals {
+    since_log: u64,
+    logged: Option<tokio::time::Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, why: Refused, peer: SocketAddr) {
+        self.since_log += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .logged
+            .is_none_or(|t| now - t >= Duration::from_secs(60))
+        {
+            tracing::warn!(%peer, refused = self.since_log, "HTTP: connection refused: {why}");
+            self.since_log = 0;
+            self.logged = Some(now);
+        }
     }
 }
 
-/// Read the start of the first request (until it either is or cannot be
-/// `GET /api/v1/events`), keeping the bytes to replay them to the server.
-async fn first_bytes(mut tcp: TcpStream) -> (io::Result<Conn>, bool) {
+/// The 503 a refused connection gets, in the API's JSON error shape.
+fn refusal(why: Refused) -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": "too many connections",
+        "detail": why.to_string(),
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 5\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Read the start of the first request (until its side is known), keeping
+/// the bytes to replay them to the server.
+async fn first_bytes(
+    mut tcp: TcpStream,
+    within: Duration,
+) -> io::Result<(Bytes, std::net::TcpStream, Side)> {
     let mut head = Vec::with_capacity(64);
     let mut buf = [0u8; 512];
-    let deadline = tokio::time::Instant::now() + FIRST_BYTES_WITHIN;
-    let is_stream = loop {
-        if head.len() > EVENTS_REQUEST.len() {
-            break head.starts_with(EVENTS_REQUEST)
-                && matches!(head[EVENTS_REQUEST.len()], b' ' | b'?');
-        }
-        let common = head.len().min(EVENTS_REQUEST.len());
-        if head[..common] != EVENTS_REQUEST[..common] {
-            break false;
+    let deadline = tokio::time::Instant::now() + within.min(FIRST_BYTES_WITHIN);
+    let side = loop {
+        if let Some(side) = side_of(&head) {
+            break side;
         }
         match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
-            Ok(Ok(0)) => {
-                return (Err(io::Error::from(io::ErrorKind::UnexpectedEof)), false);
-            }
+            Ok(Ok(0)) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
             Ok(Ok(n)) => head.extend_from_slice(&buf[..n]),
-            Ok(Err(e)) => return (Err(e), false),
-            Err(_) => break false,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => break Side::Public,
         }
     };
-    let conn = tcp.into_std().map(|tcp| Conn {
-        head: Bytes::from(head),
-        tcp,
-    });
-    (conn, is_stream)
+    Ok((Bytes::from(head), tcp.into_std()?, side))
 }
 
-/// An accepted connection and the bytes already read from it.
-struct Conn {
-    head: Bytes,
-    tcp: std::net::TcpStream,
-}
-
-/// What `axum::serve` gets instead of a `TcpListener`.
-struct Incoming {
-    rx: mpsc::UnboundedReceiver<(Conn, SocketAddr)>,
-    addr: SocketAddr,
-}
-
-impl axum::serve::Listener for Incoming {
-    type Io = Replay;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Replay, SocketAddr) {
-        loop {
-            let Some((conn, peer)) = self.rx.recv().await else {
-                // The accept loop has stopped (shutdown): nothing more comes;
-                // graceful shutdown ends the server.
-                return std::future::pending().await;
-            };
-            // Registers the socket with this runtime's reactor.
-            match TcpStream::from_std(conn.tcp) {
-                Ok(tcp) => {
-                    return (
-                        Replay {
-                            head: conn.head,
-                            tcp,
-                        },
-                        peer,
-                    );
-                }
-                Err(e) => tracing::debug!(error = %e, %peer, "cannot take over a connection"),
+/// The side of a request starting with `head`, once it is known.
+fn side_of(head: &[u8]) -> Option<Side> {
+    let mut undecided = false;
+    for (path, side) in [(EVENTS_REQUEST, Side::Stream), (TAPS_REQUEST, Side::Intake)] {
+        if head.len() > path.len() {
+            if head.starts_with(path) && matches!(head[path.len()], b' ' | b'?') {
+                return Some(side);
             }
+        } else if path.starts_with(head) {
+            undecided = true;
         }
     }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.addr)
-    }
-}
-
-/// A TCP stream that first yields the bytes read before the server got it.
-pub struct Replay {
-    head: Bytes,
-    tcp: TcpStream,
-}
-
-impl AsyncRead for Replay {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.head.has_remaining() {
-            let n = self.head.len().min(buf.remaining());
-            buf.put_slice(&self.head[..n]);
-            self.head.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Replay {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
-    }
+    (!undecided).then_some(Side::Public)
 }
 
 #[cfg(test)]
@@ -286,7 +310,7 @@ mod tests {
         (c, s)
     }
 
-    async fn classify(parts: &[&[u8]]) -> (bool, Vec<u8>) {
+    async fn classify(parts: &[&[u8]]) -> (Side, Vec<u8>) {
         let (mut client, server) = pair().await;
         let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
         let writer = tokio::spawn(async move {
@@ -297,41 +321,58 @@ mod tests {
             }
             client.shutdown().await.unwrap();
         });
-        let (conn, is_stream) = first_bytes(server).await;
-        let conn = conn.unwrap();
+        let (head, tcp, side) = first_bytes(server, Duration::from_secs(5)).await.unwrap();
         writer.await.unwrap();
-        let mut replay = Replay {
-            head: conn.head,
-            tcp: TcpStream::from_std(conn.tcp).unwrap(),
-        };
+        let mut replay = Guarded::new(
+            head,
+            TcpStream::from_std(tcp).unwrap(),
+            Duration::from_secs(60),
+            None,
+        );
         let mut all = Vec::new();
         replay.read_to_end(&mut all).await.unwrap();
-        (is_stream, all)
+        (side, all)
     }
 
     #[tokio::test]
-    async fn event_streams_are_told_apart_and_no_byte_is_lost() {
-        let (s, all) = classify(&[b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n"]).await;
-        assert!(s);
-        assert_eq!(all, b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n");
+    async fn requests_are_told_apart_and_no_byte_is_lost() {
+        let req = b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(classify(&[req]).await, (Side::Stream, req.to_vec()));
         // Split anywhere, with a query.
         let (s, all) = classify(&[b"GET /api/v", b"1/even", b"ts?x=1 HTTP/1.1\r\n\r\n"]).await;
-        assert!(s);
+        assert_eq!(s, Side::Stream);
         assert_eq!(all, b"GET /api/v1/events?x=1 HTTP/1.1\r\n\r\n");
-        // Not streams.
+        let (s, all) = classify(&[b"PO", b"ST /api/v1/ta", b"ps HTTP/1.1\r\n\r\n{}"]).await;
+        assert_eq!(s, Side::Intake);
+        assert_eq!(all, b"POST /api/v1/taps HTTP/1.1\r\n\r\n{}");
         for req in [
-            &b"POST /api/v1/taps HTTP/1.1\r\n\r\n{}"[..],
-            b"GET /api/v1/eventsX HTTP/1.1\r\n\r\n",
+            &b"GET /api/v1/eventsX HTTP/1.1\r\n\r\n"[..],
             b"GET / HTTP/1.1\r\n\r\n",
+            b"GET /api/v1/taps HTTP/1.1\r\n\r\n",
+            b"POST /api/v1/polls/p/open HTTP/1.1\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\n\r\n",
         ] {
             let (s, all) = classify(&[req]).await;
-            assert!(!s, "{}", String::from_utf8_lossy(req));
+            assert_eq!(s, Side::Public, "{}", String::from_utf8_lossy(req));
             assert_eq!(all, req);
         }
         // A client that closes after a few bytes: nothing to serve.
         let (mut client, server) = pair().await;
         client.write_all(b"GET /api").await.unwrap();
         client.shutdown().await.unwrap();
-        assert!(first_bytes(server).await.0.is_err());
+        assert!(first_bytes(server, Duration::from_secs(5)).await.is_err());
+    }
+
+    #[test]
+    fn a_refusal_is_a_json_503() {
+        let r = String::from_utf8(refusal(Refused::PerAddress(3))).unwrap();
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            v["detail"],
+            "this address holds its maximum of 3 connections"
+        );
     }
 }
