@@ -73,6 +73,56 @@ fn control_characters_are_refused_at_their_source_with_the_line() {
     );
 }
 
+/// Secrets that would travel or lie in clear are refused by check-config
+/// with the reason: plaintext OAuth signatures over http://, XMPP without
+/// TLS to another machine, secret files other users can read.
+#[test]
+fn secrets_in_clear_are_refused_with_the_reason() {
+    let anymeta = format!(
+        "{BASE}\n[identity]\nanymeta = \"http://www.example.org/services/rest/\"\nsignature = \"plaintext\"\n"
+    );
+    let (code, out) = check_config(&anymeta, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(
+            "signature = \"plaintext\" sends the anyMeta secrets as they are: only over https://"
+        ),
+        "{out}"
+    );
+    let xmpp = format!(
+        "{BASE}\n[xmpp]\njid = \"hall-a@example.org\"\npassword_file = \"xmpp.password\"\nserver = \"xmpp.example.org:5222\"\ntls = \"none\"\npubsub = \"pubsub.example.org\"\n"
+    );
+    // Written with the default umask: readable by every local user.
+    let (code, out) = check_config(&xmpp, &[("xmpp.password", "secret\n")]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("tls = \"none\" sends the password and every vote in clear"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "DIR/xmpp.password is readable or writable by other users (mode 644): chmod 600 it"
+        ),
+        "{out}"
+    );
+    // On this machine, with a private file: accepted.
+    let local = xmpp.replace("xmpp.example.org:5222", "127.0.0.1:5222");
+    let dir = tempfile::tempdir().unwrap();
+    common::write_secret(&dir.path().join("xmpp.password"), "secret\n");
+    let path = dir.path().join("station.toml");
+    std::fs::write(&path, local).unwrap();
+    let out = Command::new(common::BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A name with a control character that reached the log (an older station
 /// accepted them) made the Station task panic while encoding the vote for
 /// XMPP — and again at every start. Now the vote is published with the
@@ -143,4 +193,74 @@ async fn a_control_character_in_a_logged_name_is_published_without_a_crash() {
     assert_eq!(code, 200, "{h}");
     assert_eq!(st.tap("all-a", "04A1B2C4").await.0, 201);
     assert!(st.terminate().success(), "a clean stop");
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_accept_loops_back_off_and_log_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = dir.path().join("station.toml");
+    std::fs::write(&config, common::config(&data, "")).unwrap();
+    // 300 files: HTTP keeps to 300 - 256 = 44 connections; the control
+    // socket has no cap of its own, so idle ctl clients take the rest.
+    let st = Station::start_limited(&data, &config, 300);
+    st.output_until("serving at most 44 connections").await;
+    let sock = data.join("control.sock");
+    let mut held = Vec::new();
+    for _ in 0..400 {
+        held.push(tokio::net::UnixStream::connect(&sock).await.unwrap());
+    }
+    st.output_until("control socket: accept failed").await;
+    // The idle clients are cut after 10 s; accepting resumes, and the
+    // station says how often it retried meanwhile (a loop without back-off
+    // retried millions of times and logged each).
+    st.output_until("control socket: accepting again").await;
+    let out = st.output();
+    let failed = out
+        .lines()
+        .filter(|l| l.contains("control socket: accept failed"))
+        .count();
+    assert_eq!(failed, 1, "{out}");
+    let retries: u64 = out
+        .lines()
+        .find(|l| l.contains("control socket: accepting again"))
+        .and_then(|l| l.split("failures=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("the retry count");
+    assert!(
+        (1..=30).contains(&retries),
+        "{retries} retries in about 10 s"
+    );
+    drop(held);
+    assert!(st.terminate().success());
+}
+
+#[tokio::test]
+async fn the_control_socket_refuses_an_endless_request_line() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let st = Station::start(&data, &common::config(&data, ""));
+    let mut s = tokio::net::UnixStream::connect(data.join("control.sock"))
+        .await
+        .unwrap();
+    // 1 MiB without a newline: refused after 64 KiB, not buffered.
+    let writer = async {
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..16 {
+            if s.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    };
+    let mut answer = String::new();
+    writer.await;
+    tokio::time::timeout(common::WAIT, s.read_to_string(&mut answer))
+        .await
+        .expect("an answer")
+        .ok();
+    assert!(answer.contains("request longer than 64 KiB"), "{answer:?}");
+    assert!(st.terminate().success());
 }

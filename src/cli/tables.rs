@@ -367,3 +367,15 @@ pub fn herd_text(v: &Value) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_sent_to_the_terminal() {
+        assert_eq!(clean("Pizza"), "Pizza");
+        assert_eq!(clean("red\u{1b}[31malert"), "red\\u{1b}[31malert");
+        assert_eq!(clean("a\nb\u{7}"), "a\\u{a}b\\u{7}");
+    }
+}

@@ -215,10 +215,14 @@ impl Store {
             }
         }
 
+        write::checkpoint_beside(&mut conn, path)?;
         let (tx, rx) = mpsc::channel(64);
         std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || write::writer(conn, rx))
+            .spawn({
+                let station = station.to_string();
+                move || write::writer(conn, &station, rx)
+            })
             .map_err(|e| StoreError::Io(Cause::Io(Arc::new(e))))?;
         Ok((
             Store {

@@ -147,10 +147,26 @@ impl Station {
 
     /// Start on an existing config file with extra environment variables.
     pub fn start_env(data_dir: &Path, config_path: &Path, env: &[(&str, &str)]) -> Station {
-        let mut child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().copied());
+        Self::start_cmd(data_dir, config_path, cmd)
+    }
+
+    /// Start with at most `files` open files (soft and hard limit), as
+    /// `LimitNOFILE=` would.
+    pub fn start_limited(data_dir: &Path, config_path: &Path, files: u32) -> Station {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={files}:{files}"))
+            .arg("--")
+            .arg(BIN);
+        Self::start_cmd(data_dir, config_path, cmd)
+    }
+
+    /// Start `cmd` (the binary, or a wrapper around it) on `config_path`.
+    pub fn start_cmd(data_dir: &Path, config_path: &Path, mut cmd: Command) -> Station {
+        let mut child = cmd
             .args(["run", "--config"])
             .arg(config_path)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "pollstation=debug,warn")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
