@@ -176,13 +176,12 @@ async fn bad_requests_get_clear_errors_and_log_nothing() {
     // The scheme of Authorization is case-insensitive (RFC 9110).
     let r = st
         .http
-        .post(st.url("/api/v1/taps"))
+        .get(st.url("/api/v1/taps"))
         .header("Authorization", format!("bearer {}", st.token))
-        .json(&json!({"reader": "all-a", "tag": tag(7)}))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 201);
+    assert_eq!(r.status(), 200);
     let (s, v) = st.get("/api/v1/polls/nope/tally").await;
     assert_eq!((s, v["error"].as_str()), (404, Some("unknown poll")));
     let (s, v) = st
@@ -199,7 +198,7 @@ async fn bad_requests_get_clear_errors_and_log_nothing() {
     assert_eq!(s, 404);
     let (s, _) = st.admin_get_text("/api/v1/taps?format=xml").await;
     assert_eq!(s, 400);
-    assert_eq!(st.export().await.len(), 1, "only the well-formed tap");
+    assert!(st.export().await.is_empty());
 }
 
 #[tokio::test]
