@@ -86,6 +86,24 @@ fn the_debian_package_installs_what_a_station_needs() {
         ("/etc/pollstation/pollstation.toml", "-rw-r--r--"),
         ("/usr/share/doc/pollstation/README.md", "-rw-r--r--"),
         ("/usr/share/doc/pollstation/copyright", "-rw-r--r--"),
+        ("/usr/share/man/man1/pollstation.1.gz", "-rw-r--r--"),
+        ("/usr/share/man/man1/pollstation-run.1.gz", "-rw-r--r--"),
+        (
+            "/usr/share/man/man1/pollstation-herd-init.1.gz",
+            "-rw-r--r--",
+        ),
+        (
+            "/usr/share/bash-completion/completions/pollstation",
+            "-rw-r--r--",
+        ),
+        (
+            "/usr/share/zsh/vendor-completions/_pollstation",
+            "-rw-r--r--",
+        ),
+        (
+            "/usr/share/fish/vendor_completions.d/pollstation.fish",
+            "-rw-r--r--",
+        ),
     ] {
         assert_eq!(
             entry(path),
@@ -96,12 +114,26 @@ fn the_debian_package_installs_what_a_station_needs() {
     let info = run(Command::new("dpkg-deb").arg("-I").arg(&deb));
     for want in [
         "Package: pollstation",
-        "Depends: libc6, libgtk-4-1 (>= 4.8), adduser",
+        "Depends: libc6, libgtk-4-1 (>= 4.8), adduser, init-system-helpers (>= 1.50)",
         "conffiles",
         "postinst",
     ] {
         assert!(info.contains(want), "control lacks {want:?}:\n{info}");
     }
+    // Debian's own checker: no error and no warning (its info tags are
+    // printed for the record).
+    let lint = Command::new("lintian")
+        .args(["--tag-display-limit", "0", "--display-info"])
+        .arg(&deb)
+        .output()
+        .expect("lintian (scripts/install-deps test)");
+    let said = String::from_utf8_lossy(&lint.stdout).to_string();
+    println!("lintian:\n{said}");
+    let bad: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
+        .collect();
+    assert!(bad.is_empty(), "lintian:\n{said}");
     let package = run(Command::new("dpkg-deb")
         .args(["-f"])
         .arg(&deb)
@@ -140,6 +172,27 @@ fn the_debian_package_installs_what_a_station_needs() {
         .arg("check-config")
         .arg(root.join("etc/pollstation/pollstation.toml")));
     assert!(check.contains("data in /var/lib/pollstation"), "{check}");
+
+    // The man pages render, and name every subcommand.
+    let page = run(Command::new("man")
+        .env("MANWIDTH", "100")
+        .arg("-l")
+        .arg(root.join("usr/share/man/man1/pollstation.1.gz")));
+    for want in ["pollstation", "SYNOPSIS", "check-config", "ctl", "herd"] {
+        assert!(
+            page.contains(want),
+            "man pollstation lacks {want:?}:\n{page}"
+        );
+    }
+    let page = run(Command::new("man")
+        .env("MANWIDTH", "100")
+        .arg("-l")
+        .arg(root.join("usr/share/man/man1/pollstation-run.1.gz")));
+    assert!(page.contains("--no-screen"), "{page}");
+    let bash =
+        std::fs::read_to_string(root.join("usr/share/bash-completion/completions/pollstation"))
+            .unwrap();
+    assert!(bash.contains("check-config"), "{bash}");
 
     // `systemd-analyze verify` in that root: it needs the units the service
     // orders itself against and the programs it runs, so lend it the host's.

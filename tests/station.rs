@@ -380,7 +380,17 @@ async fn metrics_and_the_operator_endpoints() {
     st.tap("all-a", &tag(1)).await;
     st.tap("first-a", &tag(1)).await;
     st.tap("first-b", &tag(1)).await; // not counted
-    let r = st.http.get(st.url("/metrics")).send().await.unwrap();
+    // OpenMetrics when the scraper asks for it (as Prometheus does).
+    let r = st
+        .http
+        .get(st.url("/metrics"))
+        .header(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(
         r.headers()["content-type"]
@@ -388,13 +398,26 @@ async fn metrics_and_the_operator_endpoints() {
             .unwrap()
             .starts_with("application/openmetrics-text")
     );
+    let om = r.text().await.unwrap();
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE pollstation_taps counter"), "{om}");
+    // The Prometheus text format by default.
+    let r = st.http.get(st.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
     let text = r.text().await.unwrap();
+    assert!(!text.contains("# EOF"), "{text}");
     for want in [
         r#"pollstation_taps_total{reader="all-a",counted="true"} 1"#,
         r#"pollstation_taps_total{reader="first-b",counted="false"} 1"#,
         "pollstation_sse_clients 1",
         "pollstation_readers_connected 0",
-        r#"pollstation_reader_decoder_errors{reader="all-a"} 0"#,
+        r#"pollstation_reader_decoder_errors_total{reader="all-a"} 0"#,
+        r#"pollstation_reader_frames_total{reader="all-a"} 0"#,
+        "# TYPE pollstation_taps_total counter",
         "pollstation_store_writable 1",
         "pollstation_log_taps 3",
         "pollstation_store_commit_seconds_count",

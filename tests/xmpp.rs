@@ -133,7 +133,7 @@ async fn votes_reach_a_subscriber_with_the_ikpoll_payload() {
     let (_, metrics) = st.get_text("/metrics").await;
     assert!(metrics.contains("pollstation_xmpp_online 1"), "{metrics}");
     assert!(
-        metrics.contains("pollstation_xmpp_published 4"),
+        metrics.contains("pollstation_xmpp_published_total 4"),
         "{metrics}"
     );
     assert!(st.terminate().success());

@@ -196,7 +196,9 @@ pub async fn start_with(
             station: config.station.id.clone(),
             polls_hash: config.polls_hash(),
         };
-        tasks.push(tokio::spawn(crate::herd::run(
+        // On the public side, at normal priority: a peer's events wait
+        // behind this station's own taps, never the other way round.
+        tasks.push(sides.public().spawn(crate::herd::run(
             h.clone(),
             me,
             station.clone(),

@@ -1,12 +1,14 @@
-//! The subcommands: `run`, `check-config`, `demo`, `ctl`, `sim`. Their
+//! The subcommands: `run`, `check-config`, `demo`, `ctl`, `sim`, `herd`. Their
 //! arguments ([`Cli`]) are defined here, once (the man page and shell
 //! completions come from the same definitions); `main.rs` only parses and
 //! calls [`run`].
 //!
 //! - [`ctl`]: the control socket's client; [`tables`]: what it prints;
-//! - [`sim`]: `pollstation sim`, a simulated reader with visitors.
+//! - [`sim`]: `pollstation sim`, a simulated reader with visitors;
+//! - [`docs`]: the man pages and completions, for the package.
 
 pub mod ctl;
+pub mod docs;
 pub mod sim;
 pub mod tables;
 
@@ -67,6 +69,12 @@ enum Command {
     /// The herd's certificates.
     #[command(subcommand)]
     Herd(HerdCommand),
+    /// Write the man pages and shell completions into OUT (for packaging).
+    #[command(hide = true)]
+    Docs {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,6 +188,18 @@ pub fn run(cli: Cli) -> ExitCode {
             let _ = init_logging();
             exit(sim::run(args))
         }
+        Command::Docs { out } => match docs::write(&out) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pollstation docs: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo {
             data_dir,
             listen,

@@ -34,7 +34,8 @@ use link::{LinkError, Me, Peer};
 use tls::HerdTls;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A redial is one SYN; a healed network is used within a second.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How long a TCP connect and a TLS handshake may take.
 const CONNECT_WITHIN: Duration = Duration::from_secs(5);
 

@@ -1,4 +1,9 @@
-//! Prometheus metrics (OpenMetrics text, which Prometheus scrapes).
+//! Prometheus metrics: the Prometheus text format (0.0.4) by default, and
+//! OpenMetrics for a scraper that asks for it ([`Format`]).
+//!
+//! Conventions: totals are counters named `…_total`, durations in
+//! `_seconds`; labels are bounded (readers, peers and origins are
+//! configured, states are enums).
 //!
 //! Counters and histograms are updated where things happen (the Station
 //! records commits and taps, the web layer counts SSE clients); gauges that
@@ -43,15 +48,15 @@ pub struct Metrics {
     pub sse_clients: Gauge,
     readers_connected: Gauge,
     reader_connected: Family<ReaderLabels, Gauge>,
-    frames_ok: Family<ReaderLabels, Gauge<u64, AtomicU64>>,
-    frames_bad: Family<ReaderLabels, Gauge<u64, AtomicU64>>,
+    frames_ok: Family<ReaderLabels, Counter<u64, AtomicU64>>,
+    frames_bad: Family<ReaderLabels, Counter<u64, AtomicU64>>,
     store_writable: Gauge,
     taps_logged: Gauge<u64, AtomicU64>,
     network: Family<StateLabels, Gauge>,
     unbound_devices: Gauge,
     xmpp_online: Gauge,
     xmpp_outbox: Gauge<u64, AtomicU64>,
-    xmpp_published: Gauge<u64, AtomicU64>,
+    xmpp_published: Counter<u64, AtomicU64>,
     /// Herd: links up now, connections refused, events taken from peers
     /// and dropped as held already.
     pub herd_links_up: Gauge,
@@ -124,13 +129,13 @@ impl Metrics {
             "1 if the reader is connected",
             reader_connected.clone(),
         );
-        let frames_ok = Family::<ReaderLabels, Gauge<u64, AtomicU64>>::default();
+        let frames_ok = Family::<ReaderLabels, Counter<u64, AtomicU64>>::default();
         registry.register(
-            "reader_frames_ok",
+            "reader_frames",
             "Valid frames read from the reader since start",
             frames_ok.clone(),
         );
-        let frames_bad = Family::<ReaderLabels, Gauge<u64, AtomicU64>>::default();
+        let frames_bad = Family::<ReaderLabels, Counter<u64, AtomicU64>>::default();
         registry.register(
             "reader_decoder_errors",
             "Junk or corrupt frames skipped on the reader since start",
@@ -168,7 +173,7 @@ impl Metrics {
             "Votes waiting to be published over XMPP",
             xmpp_outbox.clone(),
         );
-        let xmpp_published = Gauge::<u64, AtomicU64>::default();
+        let xmpp_published = Counter::<u64, AtomicU64>::default();
         registry.register(
             "xmpp_published",
             "Votes published over XMPP since start",
@@ -237,9 +242,9 @@ impl Metrics {
         }
     }
 
-    /// The exposition, with state gauges taken from `snap`.
+    /// The exposition in `format`, with state gauges taken from `snap`.
     #[must_use]
-    pub fn render(&self, snap: &Snapshot) -> String {
+    pub fn render(&self, snap: &Snapshot, format: Format) -> String {
         let mut connected = 0;
         for r in &snap.readers {
             let l = ReaderLabels {
@@ -248,8 +253,8 @@ impl Metrics {
             let up = i64::from(r.status == ReaderStatus::Connected);
             connected += up;
             self.reader_connected.get_or_create(&l).set(up);
-            self.frames_ok.get_or_create(&l).set(r.frames_ok);
-            self.frames_bad.get_or_create(&l).set(r.frames_bad);
+            catch_up(&self.frames_ok.get_or_create(&l), r.frames_ok);
+            catch_up(&self.frames_bad.get_or_create(&l), r.frames_bad);
         }
         self.readers_connected.set(connected);
         self.store_writable.set(i64::from(snap.store.writable));
@@ -269,7 +274,7 @@ impl Metrics {
         self.xmpp_online
             .set(i64::from(snap.xmpp.state == XmppState::Online));
         self.xmpp_outbox.set(snap.xmpp.outbox);
-        self.xmpp_published.set(snap.xmpp.published);
+        catch_up(&self.xmpp_published, snap.xmpp.published);
         if let Some(h) = &snap.herd {
             for p in &h.peers {
                 let peer = p.station.clone().unwrap_or_else(|| p.address.clone());
@@ -291,6 +296,109 @@ impl Metrics {
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot encode metrics");
         }
-        out
+        match format {
+            Format::OpenMetrics => out,
+            Format::Prometheus => prometheus_text(&out),
+        }
+    }
+}
+
+/// Move a counter that mirrors a total kept elsewhere up to `total` (it
+/// never goes down: a total that restarted lower is followed from there).
+fn catch_up(c: &Counter<u64, AtomicU64>, total: u64) {
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
+    }
+}
+
+/// The two expositions a scraper may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`: what Prometheus and most tools read.
+    Prometheus,
+    /// `application/openmetrics-text; version=1.0.0`.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format an `Accept` header asks for: OpenMetrics only when named.
+    #[must_use]
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            Self::OpenMetrics
+        } else {
+            Self::Prometheus
+        }
+    }
+
+    #[must_use]
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// The Prometheus text format of an OpenMetrics exposition (the encoder
+/// writes only the latter). They differ, for what this station exports,
+/// in three things: a counter's family is named with its `_total` suffix,
+/// there are no `# UNIT` lines, and no `# EOF`. Samples are the same lines.
+fn prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            // Written once the family's type (and so its name) is known.
+            help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "unknown" => (name.to_string(), "untyped"),
+                k => (name.to_string(), k),
+            };
+            if let Some(h) = help.take() {
+                let text = h.split_once(' ').map_or("", |(_, t)| t);
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_with_total_and_openmetrics_only_when_asked() {
+        let om = "# HELP p_taps Taps recorded.\n# TYPE p_taps counter\np_taps_total{reader=\"a\"} 3\n\
+                  # HELP p_up 1 if up.\n# TYPE p_up gauge\np_up 1\n# HELP p_s Seconds.\n# TYPE p_s histogram\n# UNIT p_s seconds\n\
+                  p_s_bucket{le=\"+Inf\"} 1\np_s_sum 0.5\np_s_count 1\n# EOF\n";
+        assert_eq!(
+            prometheus_text(om),
+            "# HELP p_taps_total Taps recorded.\n# TYPE p_taps_total counter\np_taps_total{reader=\"a\"} 3\n\
+             # HELP p_up 1 if up.\n# TYPE p_up gauge\np_up 1\n# HELP p_s Seconds.\n# TYPE p_s histogram\n\
+             p_s_bucket{le=\"+Inf\"} 1\np_s_sum 0.5\np_s_count 1\n"
+        );
+        assert_eq!(Format::from_accept(None), Format::Prometheus);
+        assert_eq!(
+            Format::from_accept(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+            )),
+            Format::OpenMetrics
+        );
+        assert_eq!(Format::from_accept(Some("text/plain")), Format::Prometheus);
     }
 }

@@ -3,11 +3,12 @@
 
 use axum::Json;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::station::metrics::Format;
 use crate::station::{ReaderStatus, Snapshot, health};
 
 /// Content-Security-Policy of our pages: everything from the station itself.
@@ -57,16 +58,12 @@ pub(super) async fn asset(UrlPath(name): UrlPath<String>) -> Response {
     }
 }
 
-pub(super) async fn metrics(State(s): State<AppState>) -> Response {
-    let body = s.station.metrics().render(&s.station.snapshot());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+/// The Prometheus text format, or OpenMetrics when the scraper's `Accept`
+/// names it.
+pub(super) async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let body = s.station.metrics().render(&s.station.snapshot(), format);
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
 pub(super) async fn healthz(State(s): State<AppState>) -> Response {

@@ -89,7 +89,8 @@ impl Sides {
         handle(self.fanout.as_ref())
     }
 
-    /// The public runtime (every request but taps and crowd streams).
+    /// The public runtime (every request but taps and crowd streams; the
+    /// herd links run here too).
     #[must_use]
     pub fn public(&self) -> Handle {
         handle(self.public.as_ref())
