@@ -77,6 +77,7 @@ impl SimReader {
             fb: fb_tx,
             answered: ans_tx,
             last_push: None,
+            registers: std::collections::HashMap::new(),
         };
         tokio::spawn(device.run(master, slave, rx));
         Ok(SimReader {
@@ -131,6 +132,9 @@ struct Device {
     fb: watch::Sender<Vec<String>>,
     answered: watch::Sender<u64>,
     last_push: Option<Instant>,
+    /// The PN532's registers as the host wrote them (libnfc reads back what
+    /// it wrote, and caches it).
+    registers: std::collections::HashMap<u16, u8>,
 }
 
 /// How often an RDM6300 repeats its frame while a tag is held.
@@ -274,20 +278,83 @@ impl Device {
         self.answered.send_modify(|n| *n += 1);
     }
 
+    /// The PN532's answer to one command, as its user manual (UM0701-02,
+    /// §7) gives it: ACK, then the response frame. Besides what the station
+    /// sends, this covers what libnfc's `pn532_uart` driver sends while it
+    /// opens the device and lists targets (`nfc-list`, `nfc-poll`): the
+    /// communication test, registers, parameters, passive targets of each
+    /// modulation (only ISO 14443-A at 106 kbps finds the held tag), raw
+    /// exchanges (no card answers them: status 01, timeout), deselect,
+    /// release and power-down.
     fn pn532_reply(&mut self, code: u8, data: &[u8]) -> Vec<u8> {
         let mut out = pn532::ACK.to_vec();
         let chip = |c: u8, d: &[u8]| pn532::frame(pn532::TFI_CHIP, c + 1, d);
         let reply = match code {
-            pn532::CMD_SAM_CONFIGURATION | pn532::CMD_RF_CONFIGURATION => chip(code, &[]),
+            // Diagnose: the communication test (00) echoes its data; the
+            // other tests report success.
+            pn532::CMD_DIAGNOSE => match data.first() {
+                Some(0x00) | None => chip(code, data),
+                Some(_) => chip(code, &[0x00]),
+            },
+            pn532::CMD_SAM_CONFIGURATION
+            | pn532::CMD_RF_CONFIGURATION
+            | pn532::CMD_SET_PARAMETERS => chip(code, &[]),
             pn532::CMD_GET_FIRMWARE => chip(code, &[0x32, 0x01, 0x06, 0x07]),
+            pn532::CMD_READ_REGISTER => {
+                let values: Vec<u8> = data
+                    .chunks_exact(2)
+                    .map(|a| {
+                        let addr = u16::from_be_bytes([a[0], a[1]]);
+                        self.registers.get(&addr).copied().unwrap_or(0)
+                    })
+                    .collect();
+                chip(code, &values)
+            }
+            pn532::CMD_WRITE_REGISTER => {
+                for w in data.chunks_exact(3) {
+                    self.registers
+                        .insert(u16::from_be_bytes([w[0], w[1]]), w[2]);
+                }
+                chip(code, &[])
+            }
             pn532::CMD_WRITE_GPIO => {
                 self.fb.send_modify(|v| v.push(format!("gpio {data:02X?}")));
                 chip(code, &[])
             }
             pn532::CMD_IN_LIST_PASSIVE_TARGET => {
-                let tag = self.tag();
+                // BrTy 00: 106 kbps type A, the only kind this reader holds.
+                let tag = if data.get(1) == Some(&0x00) {
+                    self.tag()
+                } else {
+                    None
+                };
                 pn532::target_response(tag.as_deref())
             }
+            // InAutoPoll [PollNr, Period, Type…]: the held tag, reported
+            // under the first 106 kbps type A type asked for (00 generic,
+            // 10 MIFARE, 20 ISO 14443-4A).
+            pn532::CMD_IN_AUTO_POLL => {
+                let kind = data
+                    .iter()
+                    .skip(2)
+                    .find(|t| matches!(t, 0x00 | 0x10 | 0x20))
+                    .copied();
+                match (kind, self.tag()) {
+                    (Some(kind), Some(uid)) => {
+                        let target = pn532::target_data(&uid);
+                        let mut d = vec![0x01, kind, u8::try_from(target.len()).unwrap_or(0)];
+                        d.extend_from_slice(&target);
+                        chip(code, &d)
+                    }
+                    _ => chip(code, &[0x00]),
+                }
+            }
+            // No card answers a raw exchange: status 01 (timeout).
+            pn532::CMD_IN_DATA_EXCHANGE | pn532::CMD_IN_COMMUNICATE_THRU => chip(code, &[0x01]),
+            pn532::CMD_IN_DESELECT | pn532::CMD_IN_RELEASE | pn532::CMD_POWER_DOWN => {
+                chip(code, &[0x00])
+            }
+            // Anything else: the application-level error frame.
             _ => vec![0x00, 0x00, 0xFF, 0x01, 0xFF, 0x7F, 0x81, 0x00],
         };
         out.extend_from_slice(&reply);

@@ -4,8 +4,8 @@
 //! `LEN + LCS == 0` and `TFI + PD… + DCS == 0` (mod 256); ACK is
 //! `00 00 FF 00 FF 00`, NACK `00 00 FF FF 00 00`. The decoder hunts for the
 //! `00 FF` start code, so leading preamble zeros, wake-up zeros and junk are
-//! skipped; a frame whose LCS or DCS is wrong is dropped and the hunt goes on
-//! from the byte after its start code. The postamble is not required (some
+//! skipped; a frame whose LCS, TFI or DCS is wrong is dropped and the hunt
+//! goes on from the byte after its start code. The postamble is not required (some
 //! clones omit it); a missing one costs nothing.
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -16,11 +16,21 @@ pub const TFI_HOST: u8 = 0xD4;
 /// Frame identifier, PN532 → host.
 pub const TFI_CHIP: u8 = 0xD5;
 
+pub const CMD_DIAGNOSE: u8 = 0x00;
 pub const CMD_GET_FIRMWARE: u8 = 0x02;
+pub const CMD_READ_REGISTER: u8 = 0x06;
+pub const CMD_WRITE_REGISTER: u8 = 0x08;
 pub const CMD_WRITE_GPIO: u8 = 0x0E;
+pub const CMD_SET_PARAMETERS: u8 = 0x12;
 pub const CMD_SAM_CONFIGURATION: u8 = 0x14;
+pub const CMD_POWER_DOWN: u8 = 0x16;
 pub const CMD_RF_CONFIGURATION: u8 = 0x32;
+pub const CMD_IN_DATA_EXCHANGE: u8 = 0x40;
+pub const CMD_IN_COMMUNICATE_THRU: u8 = 0x42;
+pub const CMD_IN_DESELECT: u8 = 0x44;
 pub const CMD_IN_LIST_PASSIVE_TARGET: u8 = 0x4A;
+pub const CMD_IN_RELEASE: u8 = 0x52;
+pub const CMD_IN_AUTO_POLL: u8 = 0x60;
 
 /// HSU wake-up: `55 55` and zeros (libnfc sends fourteen), then a command.
 pub const WAKE_UP: [u8; 16] = [0x55, 0x55, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -101,6 +111,22 @@ impl Decoder for Pn532Codec {
                 skipped: 1,
                 reason: "bad length checksum",
             }));
+        }
+        // The frame identifier: D4 or D5 (7F for the error frame). Junk
+        // after a postamble can look like a start code with a matching
+        // length checksum; without this check such a header would hold up
+        // the real frame behind it until LEN bytes had come.
+        match buf.get(4) {
+            None => return Ok(None),
+            Some(&(TFI_HOST | TFI_CHIP)) => {}
+            Some(&0x7F) if len == 1 => {}
+            Some(_) => {
+                buf.advance(1);
+                return Ok(Some(Frame::Corrupt {
+                    skipped: 1,
+                    reason: "bad frame identifier",
+                }));
+            }
         }
         let len = usize::from(len);
         let total = 4 + len + 1; // start code, LEN, LCS, TFI+data, DCS
@@ -251,23 +277,32 @@ pub fn target_response(uid: Option<&[u8]>) -> Vec<u8> {
     match uid {
         None => frame(TFI_CHIP, CMD_IN_LIST_PASSIVE_TARGET + 1, &[0x00]),
         Some(uid) => {
-            let (atqa, sak): ([u8; 2], u8) = if uid.len() == 7 {
-                ([0x00, 0x44], 0x00)
-            } else {
-                ([0x00, 0x04], 0x08)
-            };
-            let mut d = vec![
-                0x01,
-                0x01,
-                atqa[0],
-                atqa[1],
-                sak,
-                u8::try_from(uid.len()).unwrap_or(4),
-            ];
-            d.extend_from_slice(uid);
+            let mut d = vec![0x01];
+            d.extend_from_slice(&target_data(uid));
             frame(TFI_CHIP, CMD_IN_LIST_PASSIVE_TARGET + 1, &d)
         }
     }
+}
+
+/// One ISO 14443-A target as the PN532 describes it: `Tg SENS_RES(2)
+/// SEL_RES NFCIDLength NFCID…` (a 7-byte UID is an Ultralight, SAK 00;
+/// a 4-byte one a MIFARE Classic 1K, SAK 08).
+#[must_use]
+pub fn target_data(uid: &[u8]) -> Vec<u8> {
+    let (atqa, sak): ([u8; 2], u8) = if uid.len() == 7 {
+        ([0x00, 0x44], 0x00)
+    } else {
+        ([0x00, 0x04], 0x08)
+    };
+    let mut d = vec![
+        0x01,
+        atqa[0],
+        atqa[1],
+        sak,
+        u8::try_from(uid.len()).unwrap_or(4),
+    ];
+    d.extend_from_slice(uid);
+    d
 }
 
 #[cfg(test)]
