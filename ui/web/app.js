@@ -108,6 +108,32 @@ function renderRemote(remote) {
   }));
 }
 
+// Screen readers hear the tally politely, at most once every 10 s (the
+// latest counts of the polls that changed), never once per vote.
+const ANNOUNCE_EVERY_MS = 10000;
+const changed = new Set();
+let lastAnnounced = 0;
+let announceTimer = null;
+function announce(pollId) {
+  if (!shownPolls().some(p => p.id === pollId)) return;
+  changed.add(pollId);
+  if (announceTimer) return;
+  const wait = Math.max(0, lastAnnounced + ANNOUNCE_EVERY_MS - Date.now());
+  announceTimer = setTimeout(() => {
+    announceTimer = null;
+    lastAnnounced = Date.now();
+    const parts = [];
+    for (const p of state.polls.filter(p => changed.has(p.id))) {
+      const t = state.tallies.get(p.id);
+      if (!t) continue;
+      const counts = p.answers.map(a => `${a.label} ${(t.answers.find(x => x.id === a.id) || { count: 0 }).count}`);
+      parts.push(`${p.question} ${counts.join(", ")}; ${t.total} vote${t.total === 1 ? "" : "s"}.`);
+    }
+    changed.clear();
+    document.getElementById("announce").textContent = parts.join(" ");
+  }, wait);
+}
+
 function connect() {
   const es = new EventSource("/api/v1/events");
   es.addEventListener("open", () => setStatus("live", "live"));
@@ -132,6 +158,7 @@ function connect() {
     const t = JSON.parse(ev.data);
     state.tallies.set(t.poll, t);
     render();
+    announce(t.poll);
   });
   es.addEventListener("reader", ev => {
     const r = JSON.parse(ev.data);
