@@ -1,5 +1,7 @@
 //! What the benches that run the real binary share.
 
+pub mod pty;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
