@@ -599,6 +599,12 @@ async fn memory() {
         "memory during a {secs} s partition, {k} taps on each side: RSS A {} → {} KiB, B {} → {} KiB (10 s in → end), peak {} KiB",
         first.1, last.1, first.2, last.2, peak
     );
+    let curve: Vec<String> = samples
+        .iter()
+        .filter(|s| s.0 % 60 == 0 || s.0 + 10 >= secs)
+        .map(|s| format!("{} s {} / {}", s.0, s.1, s.2))
+        .collect();
+    println!("  RSS A / B in KiB over time: {}", curve.join(", "));
 }
 
 fn main() {
