@@ -237,22 +237,23 @@ impl Store {
 /// The head of every feed the log holds, and the newest foreign tap time.
 /// Feeds are gap-free prefixes, so each head is its highest number.
 fn heads(conn: &Connection, station: &str, rec: &mut Recovered) -> Result<(), StoreError> {
-    let queries = [
-        (
-            Feed::Taps,
-            "SELECT station, max(seq) FROM taps GROUP BY station",
-        ),
-        (
-            Feed::Actions,
-            "SELECT origin, max(oseq) FROM actions GROUP BY origin",
-        ),
-        (
-            Feed::Identities,
-            "SELECT origin, max(iseq) FROM identity_log GROUP BY origin",
-        ),
+    let feeds = [
+        (Feed::Taps, "taps", "station", "seq"),
+        (Feed::Actions, "actions", "origin", "oseq"),
+        (Feed::Identities, "identity_log", "origin", "iseq"),
     ];
-    for (feed, sql) in queries {
-        let mut stmt = conn.prepare(sql)?;
+    for (feed, table, origin, seq) in feeds {
+        // A skip scan of the (origin, seq) index: one seek per origin, not
+        // a pass over every row (`GROUP BY` read all 1,000,000 taps at
+        // each start: ~50 ms).
+        let sql = format!(
+            "WITH RECURSIVE o(origin) AS ( \
+               SELECT min({origin}) FROM {table} \
+               UNION ALL \
+               SELECT (SELECT min({origin}) FROM {table} WHERE {origin} > o.origin) FROM o WHERE o.origin IS NOT NULL) \
+             SELECT origin, (SELECT max({seq}) FROM {table} WHERE {origin} = o.origin) FROM o WHERE origin IS NOT NULL"
+        );
+        let mut stmt = conn.prepare(&sql)?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let origin: String = row.get(0)?;
