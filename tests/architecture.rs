@@ -313,7 +313,13 @@ fn modules(src: &Path) -> Vec<Module> {
             }
             let text = std::fs::read_to_string(&p).unwrap();
             let stripped = strip(&text);
-            let code = without_tests(&stripped).to_string();
+            // A test module in a file of its own (`#[cfg(test)] mod tests;`)
+            // is test code, as a trailing `mod tests { … }` is.
+            let code = if rel.file_stem().is_some_and(|f| f == "tests") {
+                String::new()
+            } else {
+                without_tests(&stripped).to_string()
+            };
             out.push(Module {
                 lines: code.lines().count(),
                 documented: text.trim_start().starts_with("//!"),
