@@ -200,13 +200,25 @@ pub(super) fn checkpoint_beside(conn: &mut Connection, path: &Path) -> Result<()
         .name("store-wal".into())
         .spawn(move || {
             crate::sys::priority::normal_this_thread();
+            // A run of failures is said once (the WAL then grows until one
+            // works: a full or read-only disk, which the writer reports too).
+            let mut failing = false;
             while woken.recv().is_ok() {
                 let done = other.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                     Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
                 });
                 match done {
-                    Ok((wal, copied)) => tracing::trace!(wal, copied, "store: WAL checkpointed"),
-                    Err(e) => tracing::debug!(error = %e, "store: WAL checkpoint failed; retried after the next commits"),
+                    Ok((wal, copied)) => {
+                        if std::mem::take(&mut failing) {
+                            tracing::info!("store: WAL checkpoints work again");
+                        }
+                        tracing::trace!(wal, copied, "store: WAL checkpointed");
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "store: WAL checkpoint failed; the WAL grows until one works (retried after the next commits)");
+                    }
+                    Err(_) => {}
                 }
             }
         })

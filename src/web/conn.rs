@@ -54,6 +54,8 @@ pub async fn serve(io: Guarded, app: Router, limits: HttpLimits, shutdown: Cance
 /// A TCP stream that first yields the bytes read before the server got it,
 /// ends when it has been idle too long, and holds the connection's place.
 pub struct Guarded {
+    /// First, so it is dropped before the socket closes (see `gate`).
+    _permit: Option<Permit>,
     head: Bytes,
     tcp: TcpStream,
     idle_for: Duration,
@@ -61,7 +63,6 @@ pub struct Guarded {
     /// Fires no earlier than `last + idle_for`; moved forward lazily, when
     /// it fires, so a busy stream costs no timer work per byte.
     idle: Pin<Box<Sleep>>,
-    _permit: Option<Permit>,
 }
 
 impl Guarded {
@@ -69,12 +70,12 @@ impl Guarded {
     pub fn new(head: Bytes, tcp: TcpStream, idle_for: Duration, permit: Option<Permit>) -> Self {
         let last = Instant::now();
         Self {
+            _permit: permit,
             head,
             tcp,
             idle_for,
             last,
             idle: Box::pin(tokio::time::sleep_until(last + idle_for)),
-            _permit: permit,
         }
     }
 
@@ -94,6 +95,25 @@ impl Guarded {
                 return true;
             }
             self.idle.as_mut().reset(due);
+        }
+    }
+
+    /// A write's outcome: bytes written count as activity; a write that
+    /// waits on a connection idle too long fails.
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    self.moved();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.idle_too_long(cx) => Poll::Ready(Err(Self::idle_error())),
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -134,16 +154,8 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.tcp).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                if matches!(r, Ok(n) if n > 0) {
-                    self.moved();
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending if self.idle_too_long(cx) => Poll::Ready(Err(Self::idle_error())),
-            Poll::Pending => Poll::Pending,
-        }
+        let r = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        self.wrote(cx, r)
     }
 
     fn poll_write_vectored(
@@ -151,16 +163,8 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                if matches!(r, Ok(n) if n > 0) {
-                    self.moved();
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending if self.idle_too_long(cx) => Poll::Ready(Err(Self::idle_error())),
-            Poll::Pending => Poll::Pending,
-        }
+        let r = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.wrote(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {

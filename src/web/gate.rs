@@ -2,7 +2,9 @@
 //! per address.
 //!
 //! Invariants: every served connection holds a [`Permit`] for its whole
-//! life, and dropping it gives the place back; the counts never exceed the
+//! life, and dropping it gives the place back — before the socket closes,
+//! so a client that sees its connection closed finds the place free; the
+//! counts never exceed the
 //! caps; the station's own host (127.0.0.1, ::1: the kiosk's browser, an
 //! operator's `curl` on the box) keeps [`LOCAL_RESERVE`] places beyond the
 //! global cap, so a LAN that fills the cap does not lock the operator out.

@@ -190,10 +190,21 @@ pub fn serve(
             );
             let spawner = tracker.clone();
             tracker.spawn(async move {
-                let (head, tcp, side) = match first_bytes(tcp, limits.header_timeout).await {
+                let mut tcp = tcp;
+                let (head, side) = match first_bytes(&mut tcp, limits.header_timeout).await {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::debug!(error = %e, %peer, "connection lost before its request");
+                        // The place first, then the socket (see `gate`).
+                        drop(permit);
+                        drop(tcp);
+                        return;
+                    }
+                };
+                let tcp = match tcp.into_std() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::debug!(error = %e, %peer, "cannot hand a connection over");
                         return;
                     }
                 };
@@ -263,10 +274,7 @@ fn refusal(why: Refused) -> Vec<u8> {
 
 /// Read the start of the first request (until its side is known), keeping
 /// the bytes to replay them to the server.
-async fn first_bytes(
-    mut tcp: TcpStream,
-    within: Duration,
-) -> io::Result<(Bytes, std::net::TcpStream, Side)> {
+async fn first_bytes(tcp: &mut TcpStream, within: Duration) -> io::Result<(Bytes, Side)> {
     let mut head = Vec::with_capacity(64);
     let mut buf = [0u8; 512];
     let deadline = tokio::time::Instant::now() + within.min(FIRST_BYTES_WITHIN);
@@ -281,7 +289,7 @@ async fn first_bytes(
             Err(_) => break Side::Public,
         }
     };
-    Ok((Bytes::from(head), tcp.into_std()?, side))
+    Ok((Bytes::from(head), side))
 }
 
 /// The side of a request starting with `head`, once it is known.
@@ -322,7 +330,11 @@ mod tests {
             }
             client.shutdown().await.unwrap();
         });
-        let (head, tcp, side) = first_bytes(server, Duration::from_secs(5)).await.unwrap();
+        let mut server = server;
+        let (head, side) = first_bytes(&mut server, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let tcp = server.into_std().unwrap();
         writer.await.unwrap();
         let mut replay = Guarded::new(
             head,
@@ -361,7 +373,12 @@ mod tests {
         let (mut client, server) = pair().await;
         client.write_all(b"GET /api").await.unwrap();
         client.shutdown().await.unwrap();
-        assert!(first_bytes(server, Duration::from_secs(5)).await.is_err());
+        let mut server = server;
+        assert!(
+            first_bytes(&mut server, Duration::from_secs(5))
+                .await
+                .is_err()
+        );
     }
 
     #[test]
