@@ -16,7 +16,8 @@ mod common;
 
 use std::time::Instant;
 
-use common::pty::{PtyRig, cpu_of, ms, status_kib};
+use common::pty::PtyRig;
+use common::{cpu_of, ms, status_kib};
 
 struct Run {
     p50: f64,

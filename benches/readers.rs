@@ -12,7 +12,8 @@
 
 mod common;
 
-use common::pty::{PtyRig, ms};
+use common::ms;
+use common::pty::PtyRig;
 
 use std::time::Instant;
 

@@ -28,19 +28,6 @@ use tokio::sync::{Barrier, broadcast};
 /// Timed taps per phase (idle before, with the streams, idle after).
 const TIMED: u32 = 2_000;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn pct(sorted: &[Duration], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
-}
-
 async fn tap_latencies(
     client: &reqwest::Client,
     base: &str,
@@ -132,7 +119,7 @@ fn main() {
         let m0 = common::metrics(&base).await;
         let idle = tap_latencies(&client, &base, &token, 0, TIMED).await;
         let m1 = common::metrics(&base).await;
-        let rss0 = rss_kib(pid);
+        let rss0 = common::status_kib(pid, "VmRSS");
 
         // Open the streams; each reports when it has its initial burst, then
         // the time it sees each expected total.
@@ -185,7 +172,7 @@ fn main() {
         }
         tokio::time::timeout(Duration::from_secs(120), ready.wait()).await.expect("all streams open");
         let opened = open_started.elapsed();
-        let rss1 = rss_kib(pid);
+        let rss1 = common::status_kib(pid, "VmRSS");
         println!(
             "sse_load: {streams} streams open in {:.1} s; station RSS {} MiB → {} MiB = {:.1} KiB per stream",
             opened.as_secs_f64(),
@@ -228,9 +215,9 @@ fn main() {
         println!(
             "sse_load: tally update to {streams} streams ({} deliveries): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             fanout.len(),
-            pct(&fanout, 0.5),
-            pct(&fanout, 0.99),
-            pct(&fanout, 1.0)
+            common::ms(&fanout, 0.5),
+            common::ms(&fanout, 0.99),
+            common::ms(&fanout, 1.0)
         );
         let m2 = common::metrics(&base).await;
         let (cpu0, steal0) = (common::cpu_ms(), common::steal_ms());
@@ -269,12 +256,12 @@ fn main() {
         let after = tap_latencies(&client, &base, &token, 200_000, TIMED).await;
         println!(
             "sse_load: POST /api/v1/taps latency ({TIMED} taps at ≤200/s): idle before p50 {:.2} ms p99 {:.2} ms; with {streams} streams p50 {:.2} ms p99 {:.2} ms; idle after p50 {:.2} ms p99 {:.2} ms",
-            pct(&idle, 0.5),
-            pct(&idle, 0.99),
-            pct(&loaded, 0.5),
-            pct(&loaded, 0.99),
-            pct(&after, 0.5),
-            pct(&after, 0.99)
+            common::ms(&idle, 0.5),
+            common::ms(&idle, 0.99),
+            common::ms(&loaded, 0.5),
+            common::ms(&loaded, 0.99),
+            common::ms(&after, 0.5),
+            common::ms(&after, 0.99)
         );
     });
     common::stop_station(child);

@@ -7,7 +7,7 @@
 mod chromium;
 mod common;
 
-use chromium::{browser, chromedriver, submit_token, wait_until};
+use chromium::{browser, chromedriver, submit_token, wait_live, wait_until};
 use common::{Station, config};
 use fantoccini::Client;
 use serde_json::Value;
@@ -80,11 +80,7 @@ async fn the_pages_have_no_serious_accessibility_violation() {
 
     for (name, path) in [("results page", "/"), ("kiosk view", "/?kiosk=1")] {
         c.goto(&format!("{}{path}", st.base)).await.unwrap();
-        wait_until(
-            &c,
-            r#"document.getElementById("status").textContent.startsWith("live")"#,
-        )
-        .await;
+        wait_live(&c).await;
         println!("axe on the {name}:");
         bad.extend(
             serious(&axe(&c).await)
@@ -130,11 +126,7 @@ async fn live_updates_are_announced_politely_and_the_operator_page_works_by_keyb
     let driver = chromedriver();
     let c = browser(&driver).await;
     c.goto(&st.base).await.unwrap();
-    wait_until(
-        &c,
-        r#"document.getElementById("status").textContent.startsWith("live")"#,
-    )
-    .await;
+    wait_live(&c).await;
     let live = c
         .execute(
             r#"const a = document.getElementById("announce");

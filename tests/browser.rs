@@ -7,7 +7,7 @@
 mod chromium;
 mod common;
 
-use chromium::{artifact, browser, chromedriver, submit_token, text_of, wait_until};
+use chromium::{artifact, browser, chromedriver, submit_token, text_of, wait_live, wait_until};
 use common::{Station, config};
 use fantoccini::Locator;
 
@@ -25,11 +25,7 @@ async fn results_page_follows_taps_reconnects_and_the_operator_resets() {
     let c = browser(&driver).await;
 
     c.goto(&st.base).await.unwrap();
-    wait_until(
-        &c,
-        r#"document.getElementById("status").textContent.startsWith("live")"#,
-    )
-    .await;
+    wait_live(&c).await;
     wait_until(
         &c,
         &format!(r#"{}.textContent === "0 · 0%""#, num("all", "a")),
@@ -99,11 +95,7 @@ async fn results_page_follows_taps_reconnects_and_the_operator_resets() {
         &format!(r#"{}.textContent === "4 · 100%""#, num("all", "a")),
     )
     .await;
-    wait_until(
-        &c,
-        r#"document.getElementById("status").textContent.startsWith("live")"#,
-    )
-    .await;
+    wait_live(&c).await;
     let results = c.window().await.unwrap();
 
     // The operator page, in a second window: sign in, see readers and tags,

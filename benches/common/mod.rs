@@ -4,6 +4,7 @@ pub mod pty;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// Start `cmd` (a `pollstation run …`), read its output until `ready` says
 /// so, and return the child and its `http://ADDR`. The rest of the output is
@@ -158,4 +159,50 @@ pub async fn metrics(base: &str) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// The `q` quantile of sorted latencies, in ms.
+#[must_use]
+#[allow(dead_code)]
+pub fn ms(lat: &[Duration], q: f64) -> f64 {
+    lat[((lat.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// The process's CPU time so far (user + system), in ms.
+#[must_use]
+#[allow(dead_code)]
+pub fn cpu_of(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    let ticks = rest
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + rest
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    ticks * 10
+}
+
+/// A `/proc/PID/status` field in KiB (VmHWM, VmRSS, RssAnon, RssFile).
+#[must_use]
+#[allow(dead_code)]
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }

@@ -89,6 +89,15 @@ pub async fn wait_until(c: &Client, cond: &str) {
     assert_eq!(ok, Value::Bool(true), "page never satisfied: {cond}");
 }
 
+/// Until the results page says its event stream is live.
+pub async fn wait_live(c: &Client) {
+    wait_until(
+        c,
+        r#"document.getElementById("status").textContent.startsWith("live")"#,
+    )
+    .await;
+}
+
 pub async fn text_of(c: &Client, js: &str) -> String {
     c.execute(&format!("return {js};"), vec![])
         .await
