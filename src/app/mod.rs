@@ -60,6 +60,20 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     start_with(config, shutdown, Extras::default()).await
 }
 
+/// The room's setting for the pages: language, QR code, rotation, and the
+/// public address (configured, or derived from the bound listener).
+#[must_use]
+pub fn room(config: &Config, bound: SocketAddr) -> web::room::Room {
+    web::room::Room {
+        language: config.station.language,
+        public_url: config.http.public_url.clone().unwrap_or_else(|| {
+            crate::sys::host::public_url(bound, crate::sys::host::name().as_deref())
+        }),
+        qr: config.screen.qr,
+        rotate_s: config.screen.rotate.map_or(0, |d| d.as_secs()),
+    }
+}
+
 /// Watch the Station task: a panic there takes the process down (logged,
 /// exit [`PANIC_EXIT`]), since a station whose Station task is gone can
 /// take no tap. The returned receiver fires when it ended normally.
@@ -134,6 +148,7 @@ pub async fn start_with(
             admin_token: admin_token.as_str().into(),
             shutdown: shutdown.clone(),
             hub: web::SseHub::start(&station, shutdown.clone(), &sides.fanout()),
+            room: Arc::new(room(config, http_addr)),
         },
         config.http.request_timeout,
     );

@@ -143,6 +143,10 @@ pub struct ScreenConfig {
     /// `None`: open the screen when a display is present.
     pub enabled: Option<bool>,
     pub fullscreen: bool,
+    /// Cycle through the open polls, this long each (`rotate_s`).
+    pub rotate: Option<Duration>,
+    /// Show the QR code of the public results address.
+    pub qr: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +158,8 @@ pub struct StationConfig {
     /// The poll whose answer slots the `slot` readers vote on, until an
     /// operator activates another one.
     pub active_poll: Option<String>,
+    /// The language of what people read.
+    pub language: crate::domain::Language,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +168,9 @@ pub struct HttpConfig {
     pub admin_token_file: Option<PathBuf>,
     pub request_timeout: Duration,
     pub limits: HttpLimits,
+    /// Where visitors' phones reach the results page (`public_url`); `None`:
+    /// derived from the listen address and the host's name.
+    pub public_url: Option<String>,
 }
 
 /// What one client may hold of the station's HTTP side.

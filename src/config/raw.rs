@@ -6,7 +6,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Protocol, UidOrder, XmppTls};
-use crate::domain::Rule;
+use crate::domain::{Display, Rule};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,6 +176,15 @@ pub struct RawScreen {
     pub enabled: Option<bool>,
     #[serde(default = "yes")]
     pub fullscreen: bool,
+    /// Seconds each open poll is shown before the next; 0: no rotation.
+    #[serde(default = "no_rotation")]
+    pub rotate_s: Spanned<u64>,
+    #[serde(default = "yes")]
+    pub qr: bool,
+}
+
+pub fn no_rotation() -> Spanned<u64> {
+    Spanned::new(0..0, 0)
 }
 
 impl Default for RawScreen {
@@ -183,6 +192,8 @@ impl Default for RawScreen {
         Self {
             enabled: None,
             fullscreen: true,
+            rotate_s: no_rotation(),
+            qr: true,
         }
     }
 }
@@ -195,6 +206,12 @@ pub struct RawStation {
     #[serde(default = "default_debounce_ms")]
     pub debounce_ms: u64,
     pub active_poll: Option<Spanned<String>>,
+    #[serde(default = "default_language")]
+    pub language: Spanned<String>,
+}
+
+pub fn default_language() -> Spanned<String> {
+    Spanned::new(0..0, "en".into())
 }
 
 pub fn default_debounce_ms() -> u64 {
@@ -217,11 +234,14 @@ pub struct RawHttp {
     pub max_connections: Spanned<usize>,
     #[serde(default = "default_max_connections_per_address")]
     pub max_connections_per_address: Spanned<usize>,
+    /// The results page's address as visitors' phones reach it (the QR code).
+    pub public_url: Option<Spanned<String>>,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
         Self {
+            public_url: None,
             listen: default_listen(),
             admin_token_file: None,
             request_timeout_s: default_request_timeout_s(),
@@ -268,6 +288,8 @@ pub struct RawPoll {
     pub answers: Spanned<Vec<RawAnswer>>,
     #[serde(default = "yes")]
     pub open: bool,
+    #[serde(default)]
+    pub display: Display,
 }
 
 pub fn yes() -> bool {

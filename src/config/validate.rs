@@ -14,12 +14,13 @@ use super::raw::{
 };
 use super::{
     Config, HerdConfig, HotplugConfig, IdentityConfig, NetworkConfig, Problem, ReaderConfig,
-    ScreenConfig, Signature, StationConfig, XmppConfig, XmppTls, parse_node_uri, valid_id,
+    Signature, StationConfig, XmppConfig, XmppTls, parse_node_uri, valid_id,
 };
 use crate::domain::poll::BindingPart;
 use crate::domain::{Answer, Binding, PollDef, text};
 
 mod http;
+mod room;
 use http::http;
 
 const ID_RULE: &str = "use 1–64 letters, digits, '-', '_' or '.'";
@@ -57,6 +58,8 @@ pub(super) fn config(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>
     let station = station(&raw.station, base, &mut p);
     let http = http(&raw.http, base, &mut p);
     let polls = polls(&raw.polls, &mut p);
+    let screen = room::screen(&raw.screen, &mut p);
+    let language = room::language(&raw.station, &mut p);
     let active_poll = raw.station.active_poll.as_ref().and_then(|a| {
         if polls.iter().any(|d| d.id == *a.get_ref()) {
             Some(a.get_ref().clone())
@@ -82,15 +85,13 @@ pub(super) fn config(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>
     Ok(Config {
         station: StationConfig {
             active_poll,
+            language,
             ..station
         },
         http,
         polls,
         readers,
-        screen: ScreenConfig {
-            enabled: raw.screen.enabled,
-            fullscreen: raw.screen.fullscreen,
-        },
+        screen,
         network,
         hotplug,
         xmpp,
@@ -117,6 +118,7 @@ fn station(raw: &RawStation, base: &Path, p: &mut Problems) -> StationConfig {
         data_dir: absolute(base, raw.data_dir.get_ref()),
         debounce: Duration::from_millis(raw.debounce_ms),
         active_poll: None,
+        language: crate::domain::Language::En,
     }
 }
 
@@ -185,6 +187,7 @@ fn polls(raw: &[RawPoll], p: &mut Problems) -> Vec<PollDef> {
                 })
                 .collect(),
             open: poll.open,
+            display: poll.display,
         });
     }
     polls

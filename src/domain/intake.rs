@@ -210,6 +210,7 @@ mod tests {
                 })
                 .collect(),
             open: true,
+            display: crate::domain::Display::Bars,
         };
         vec![def("p", 2), def("q", 3)]
     }

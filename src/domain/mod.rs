@@ -3,7 +3,7 @@
 //! What a poll, a tag, a tap, a person and a vote are; how taps fold into
 //! tallies ([`tally`]); what an arriving tag becomes ([`intake`]); how a
 //! retry waits ([`backoff`]); which text is fit to show and publish
-//! ([`text`]).
+//! ([`text`]); the words people read, per language ([`words`]).
 //!
 //! Invariants:
 //! - no I/O, no clock, no async: time is passed in, results are returned;
@@ -19,7 +19,9 @@ pub mod poll;
 pub mod tally;
 pub mod tap;
 pub mod text;
+pub mod words;
 
 pub use person::{IdentityRecord, Person, Voter};
-pub use poll::{Action, ActionKind, Answer, Binding, BindingError, PollDef, Rule};
+pub use poll::{Action, ActionKind, Answer, Binding, BindingError, Display, PollDef, Rule};
 pub use tap::{TagError, TagUid, Tap, TapKey, TapRecord};
+pub use words::{Language, Words};

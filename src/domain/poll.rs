@@ -51,6 +51,18 @@ pub struct PollDef {
     pub answers: Vec<Answer>,
     /// Whether the poll is open when the log holds no open/close action for it.
     pub open: bool,
+    /// How the screens draw it.
+    pub display: Display,
+}
+
+/// How a poll is drawn: bars (the default), or a word cloud for a poll
+/// choosing from many keywords.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Display {
+    #[default]
+    Bars,
+    Cloud,
 }
 
 impl PollDef {
@@ -344,6 +356,7 @@ mod tests {
                 label: "Pizza".into(),
             }],
             open: true,
+            display: crate::domain::Display::Bars,
         }
     }
 

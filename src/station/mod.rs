@@ -41,6 +41,7 @@ pub mod ring;
 mod state;
 #[cfg(test)]
 mod tests;
+pub mod timeline;
 pub mod view;
 
 pub use api::{

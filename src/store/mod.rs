@@ -18,6 +18,7 @@ mod export;
 mod feeds;
 mod replay;
 mod schema;
+mod timeline;
 mod write;
 
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ use crate::domain::herd::Heads;
 use crate::domain::{Action, Binding, IdentityRecord, Person, TagUid, Tap};
 
 pub use export::{CSV_HEADER, ExportFormat, export_line};
+pub use timeline::TimelineInputs;
 
 /// What lies under a [`StoreError`]: SQLite's error, an I/O error, or a
 /// task that failed.

@@ -2,6 +2,8 @@
 //! endpoints (axum), and the listener that serves them.
 //!
 //! - [`pages`]: the pages and the public JSON (snapshot reads);
+//! - [`room`]: words, QR code, timeline and results as an image; `svg`
+//!   draws the charts;
 //! - [`sse`]: the event streams and their shared fan-out hub;
 //! - `admin`: the endpoints that need the admin token;
 //! - `error`: the JSON errors clients see, and the token check;
@@ -20,8 +22,10 @@ mod conn;
 mod error;
 pub mod gate;
 pub mod pages;
+pub mod room;
 pub mod serve;
 pub mod sse;
+mod svg;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +52,8 @@ pub struct AppState {
     /// Cancelled at shutdown: ends the event streams so the server can drain.
     pub shutdown: CancellationToken,
     pub hub: SseHub,
+    /// Language, public address, QR code and rotation of the pages.
+    pub room: Arc<room::Room>,
 }
 
 /// Build the router; tests call this directly.
@@ -61,6 +67,11 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route("/api/v1/station", get(pages::station_info))
         .route("/api/v1/polls", get(pages::polls))
         .route("/api/v1/polls/{poll}/tally", get(pages::tally))
+        .route("/api/v1/polls/{poll}/tally.svg", get(room::tally_svg))
+        .route("/api/v1/polls/{poll}/timeline", get(room::timeline))
+        .route("/api/v1/polls/{poll}/timeline.svg", get(room::timeline_svg))
+        .route("/api/v1/room", get(room::room))
+        .route("/api/v1/qr.svg", get(room::qr))
         .route("/api/v1/herd", get(pages::herd))
         .route("/api/v1/polls/{poll}/{action}", post(admin::poll_action))
         .route(

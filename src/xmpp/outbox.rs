@@ -86,6 +86,7 @@ mod tests {
                 label: "Piz\u{1}za".into(),
             }],
             open: true,
+            display: crate::domain::Display::Bars,
         };
         let mut tallies = Tallies::new(std::slice::from_ref(&poll));
         let tap = Tap {

@@ -108,9 +108,40 @@ function renderPolls() {
       b.addEventListener("click", () => act(p.id, a));
       td.append(b);
     }
+    // The results as an image, for slides and reports.
+    const dl = el("a", "Download image", "download");
+    dl.href = `/api/v1/polls/${encodeURIComponent(p.id)}/tally.svg`;
+    dl.download = `${p.id}.svg`;
+    td.append(dl);
     tr.append(td);
     return tr;
   }));
+  const pick = $("chart-poll");
+  if (pick.options.length !== polls.length) {
+    pick.replaceChildren(...polls.map(p => { const o = el("option", p.question); o.value = p.id; return o; }));
+    const active = polls.find(p => p.active);
+    if (active) pick.value = active.id;
+    drawChart(true);
+  }
+}
+
+// Votes over time of the poll picked (SVG from the station), redrawn at
+// most every 3 s while votes come in.
+let chartTimer = null;
+let chartLast = 0;
+function drawChart(now) {
+  if (chartTimer) return;
+  const wait = now ? 0 : Math.max(0, chartLast + 3000 - Date.now());
+  chartTimer = setTimeout(async () => {
+    chartTimer = null;
+    chartLast = Date.now();
+    const poll = $("chart-poll").value;
+    if (!poll) return;
+    try {
+      const r = await fetch(`/api/v1/polls/${encodeURIComponent(poll)}/timeline.svg`);
+      if (r.ok) $("chart").innerHTML = await r.text();
+    } catch (e) { /* the next tally tries again */ }
+  }, wait);
 }
 
 function renderReaders(readers) {
@@ -211,6 +242,7 @@ function start() {
   $("console").hidden = false;
   loadPolls();
   loadTaps();
+  $("chart-poll").addEventListener("change", () => drawChart(true));
   const es = new EventSource("/api/v1/events");
   es.addEventListener("open", () => { $("status").className = "status live"; $("status").textContent = "live"; });
   es.addEventListener("error", () => { $("status").className = "status reconnecting"; $("status").textContent = "reconnecting…"; });
@@ -235,6 +267,7 @@ function start() {
     const t = JSON.parse(ev.data);
     tallies.set(t.poll, t);
     renderPolls();
+    if (t.poll === $("chart-poll").value) drawChart(false);
   });
   es.addEventListener("tap", () => loadTaps());
 }

@@ -54,8 +54,24 @@ pub(super) fn http(raw: &RawHttp, base: &Path, p: &mut Problems) -> HttpConfig {
             ),
         );
     }
+    let public_url = raw.public_url.as_ref().map(|u| {
+        let url = u.get_ref().trim();
+        let ok = (url.starts_with("http://") || url.starts_with("https://"))
+            && url.len() > "https://".len()
+            && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            p.add(
+                u.span(),
+                format!(
+                    "public_url {url:?} is not an http:// or https:// address (e.g. \"http://poll.local:8080/\")"
+                ),
+            );
+        }
+        url.to_string()
+    });
     HttpConfig {
         listen,
+        public_url,
         admin_token_file: raw.admin_token_file.as_ref().map(|f| absolute(base, f)),
         request_timeout: Duration::from_secs(*raw.request_timeout_s.get_ref()),
         limits: HttpLimits {

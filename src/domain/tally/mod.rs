@@ -25,6 +25,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 mod saved;
+pub mod timeline;
 
 use super::person::Voter;
 use super::poll::{PollDef, Rule};
@@ -235,6 +236,7 @@ impl Tallies {
         }
         p.def.question.clone_from(&def.question);
         p.def.answers.clone_from(&def.answers);
+        p.def.display = def.display;
         true
     }
 

@@ -17,6 +17,7 @@ fn def(id: &str, rule: Rule, n: usize) -> PollDef {
             })
             .collect(),
         open: true,
+        display: crate::domain::Display::Bars,
     }
 }
 
