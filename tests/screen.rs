@@ -24,15 +24,16 @@ impl Drop for Xvfb {
     }
 }
 
-/// An X server on a free display (Xvfb picks it and tells us: -displayfd).
-fn xvfb() -> Xvfb {
+/// An X server on a free display (Xvfb picks it and tells us: -displayfd),
+/// its screen `geometry` ("1920x1080x24").
+fn xvfb(geometry: &str) -> Xvfb {
     let mut child = Command::new("Xvfb")
         .args([
             "-displayfd",
             "1",
             "-screen",
             "0",
-            "1280x800x24",
+            geometry,
             "-nolisten",
             "tcp",
         ])
@@ -149,6 +150,18 @@ impl ScreenStation {
         }
     }
 
+    /// Until the screen has painted a state whose log says `what`.
+    fn painted(&mut self, what: &str) {
+        self.wait_line(|l| l.contains("screen painted") && l.contains(what));
+    }
+
+    /// Each tap, in turn, counted or not but taken.
+    async fn taps(&self, taps: &[(&str, &str)]) {
+        for (reader, tag) in taps {
+            assert_eq!(self.tap(reader, tag).await, 201, "{reader} {tag}");
+        }
+    }
+
     async fn tap(&self, reader: &str, tag: &str) -> u16 {
         self.http
             .post(format!("{}/api/v1/taps", self.base))
@@ -168,22 +181,33 @@ fn artifact(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// OCR reads the middle dot as -, •, :, nothing at all and more, and
-/// spaces come and go: compare letters, digits, '%', '?' and '!' only.
+/// OCR reads the middle dot as -, •, :, nothing at all and more, spaces
+/// come and go, and large text comes back in capitals now and then:
+/// compare letters (in lower case), digits, '%', '?' and '!' only.
 fn norm(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_alphanumeric() || matches!(c, '%' | '?' | '!' | '\n'))
+        .flat_map(char::to_lowercase)
         .collect()
 }
 
-/// OCR after an ImageMagick pass (`prep`: its options).
+/// OCR after an ImageMagick pass (`prep`: its options), at twice the
+/// size (small text) and at its own (a projector's large text).
 fn ocr(png: &Path, prep: &[&str]) -> String {
+    format!(
+        "{}\n{}",
+        ocr_at(png, prep, "200%"),
+        ocr_at(png, prep, "100%")
+    )
+}
+
+fn ocr_at(png: &Path, prep: &[&str], scale: &str) -> String {
     let input = png.with_extension("ocr.png");
     // /usr/bin/convert: ImageMagick itself, whatever else is on the PATH.
     let ok = Command::new("/usr/bin/convert")
         .arg(png)
         .args(prep)
-        .args(["-resize", "200%"])
+        .args(["-resize", scale])
         .arg(&input)
         .status()
         .unwrap()
@@ -202,6 +226,11 @@ fn ocr(png: &Path, prep: &[&str]) -> String {
 /// Screenshot the X screen and OCR it twice: negated (grey text reads best
 /// so), and thresholded to black on white (white on the banner's colour).
 fn screenshot_text(x: &Xvfb, name: &str) -> String {
+    text_of(&screenshot(x, name))
+}
+
+/// The X screen as `artifacts/{name}`.
+fn screenshot(x: &Xvfb, name: &str) -> PathBuf {
     let png = artifact(name);
     let ok = Command::new("import")
         .args(["-display", &x.display, "-window", "root"])
@@ -210,6 +239,12 @@ fn screenshot_text(x: &Xvfb, name: &str) -> String {
         .unwrap()
         .success();
     assert!(ok, "import failed");
+    png
+}
+
+/// OCR of a PNG, both ways.
+fn text_of(png: &Path) -> String {
+    let png = png.to_path_buf();
     let negated = ocr(&png, &["-negate"]);
     let thresholded = ocr(
         &png,
@@ -239,7 +274,7 @@ fullscreen = true
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_screen_shows_the_tally_and_thanks_the_voter() {
-    let x = xvfb();
+    let x = xvfb("1280x800x24");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let people = dir.path().join("people.csv");
@@ -268,16 +303,15 @@ answer = "sushi"
 "#;
     let mut st = ScreenStation::start(&x, &data, &config(&data, &polls));
     st.wait_line(|l| l.contains("screen updated") && l.contains("total=0"));
-    for (reader, tag) in [
+    st.taps(&[
         ("pizza", "21000001"),
         ("pizza", "21000002"),
         ("sushi", "21000003"),
-    ] {
-        assert_eq!(st.tap(reader, tag).await, 201);
-    }
+    ])
+    .await;
     // Painted, not just applied: the screenshot must show the new state.
-    st.wait_line(|l| l.contains("screen painted") && l.contains("total=3"));
-    st.wait_line(|l| l.contains("screen painted") && l.contains("thanks counted=true"));
+    st.painted("total=3");
+    st.painted("thanks counted=true");
     let text = screenshot_text(&x, "screen-tally.png");
     for want in [
         "What should we have for lunch?",
@@ -297,19 +331,19 @@ answer = "sushi"
     }
     // A second tap by the same person does not count: the banner says so.
     assert_eq!(st.tap("sushi", "21000001").await, 201);
-    st.wait_line(|l| l.contains("screen painted") && l.contains("thanks counted=false"));
+    st.painted("thanks counted=false");
     let text = screenshot_text(&x, "screen-already.png");
     assert!(text.contains(&norm("Already voted")), "{text}");
     // A known voter is thanked by first name once the lookup answers.
     assert_eq!(st.tap("pizza", "21000009").await, 201);
-    st.wait_line(|l| l.contains("screen painted") && l.contains("thanks name=Anna"));
+    st.painted("thanks name=Anna");
     let text = screenshot_text(&x, "screen-thanks-name.png");
     assert!(text.contains(&norm("Thank you, Anna!")), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_answers_stay_legible() {
-    let x = xvfb();
+    let x = xvfb("1280x800x24");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let answers: Vec<String> = (1..=50)
@@ -321,11 +355,101 @@ async fn fifty_answers_stay_legible() {
     );
     let mut st = ScreenStation::start(&x, &data, &config(&data, &polls));
     assert_eq!(st.tap("r", "22000001").await, 201);
-    st.wait_line(|l| l.contains("screen painted") && l.contains("total=1"));
+    st.painted("total=1");
     let text = screenshot_text(&x, "screen-fifty.png");
     let missing: Vec<String> = (1..=50)
         .map(|i| format!("Choice {i:02}"))
         .filter(|l| !text.contains(&norm(l)))
         .collect();
     assert!(missing.is_empty(), "OCR missed {missing:?} in:\n{text}");
+}
+
+/// The lower half of a screenshot, for OCR on its own.
+fn lower_half(png: &Path, w: u32, h: u32) -> PathBuf {
+    let out = png.with_extension("lower.png");
+    let ok = Command::new("/usr/bin/convert")
+        .arg(png)
+        .args(["-crop", &format!("{w}x{}+0+{}", h / 2, h / 2), "+repage"])
+        .arg(&out)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "convert -crop failed");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_1080p_projector_the_poll_fills_the_screen_and_the_banner_names_the_answer() {
+    let x = xvfb("1920x1080x24");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let polls = r#"
+[http]
+listen = "127.0.0.1:0"
+public_url = "http://poll.example.org:8080/"
+
+[[poll]]
+id = "lunch"
+question = "What should we have for lunch?"
+rule = "one-per-person"
+answers = [{ id = "pizza", label = "Pizza" }, { id = "sushi", label = "Sushi" }, { id = "salad", label = "Green salad" }, { id = "soup", label = "Tomato soup" }]
+
+[[reader]]
+id = "pizza"
+device = "/nonexistent/pizza"
+protocol = "text"
+poll = "lunch"
+answer = "pizza"
+
+[[reader]]
+id = "soup"
+device = "/nonexistent/soup"
+protocol = "text"
+poll = "lunch"
+answer = "soup"
+"#;
+    // The [http] section above replaces the default one.
+    let cfg =
+        config(&data, polls).replace("[http]\nlisten = \"127.0.0.1:0\"\n\n[screen]", "[screen]");
+    let mut st = ScreenStation::start(&x, &data, &cfg);
+    st.wait_line(|l| l.contains("screen sized") && l.contains("height=1080"));
+    st.taps(&[
+        ("pizza", "23000001"),
+        ("pizza", "23000002"),
+        ("soup", "23000003"),
+    ])
+    .await;
+    st.painted("total=3");
+    st.painted("pulse answer=soup");
+    st.painted("thanks counted=true");
+    let png = screenshot(&x, "screen-1080p.png");
+    let all = text_of(&png);
+    for want in [
+        "What should we have for lunch?",
+        "3 votes",
+        "Thank you! · Tomato soup",
+    ] {
+        assert!(
+            all.contains(&norm(want)),
+            "OCR did not find {want:?} in:\n{all}"
+        );
+    }
+    // The layout fills the screen: answers and their counts in the lower half too.
+    let lower = text_of(&lower_half(&png, 1920, 1080));
+    for want in ["Green salad", "0 · 0%", "Tomato soup", "1 · 33%"] {
+        assert!(
+            lower.contains(&norm(want)),
+            "OCR did not find {want:?} in the lower half:\n{lower}"
+        );
+    }
+    // The QR code leads to the public results address.
+    let out = Command::new("zbarimg")
+        .args(["--raw", "-q"])
+        .arg(&png)
+        .output()
+        .expect("zbarimg (make test installs zbar-tools)");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "http://poll.example.org:8080/"
+    );
 }

@@ -156,8 +156,12 @@ fn screen(
         );
         return;
     }
+    let room = super::room(config, running.http_addr);
     let options = screen::ScreenOptions {
         fullscreen: config.screen.fullscreen,
+        rotate: config.screen.rotate,
+        qr_url: room.qr.then_some(room.public_url),
+        language: room.language,
     };
     screen::run(&running.station, rt.handle(), options, shutdown);
 }

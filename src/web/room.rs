@@ -91,9 +91,7 @@ fn bucket_ms(q: &TimelineQuery) -> Result<Option<i64>, ApiError> {
         return Ok(None);
     };
     match b.trim().parse::<f64>() {
-        Ok(s) if (0.001..=86_400.0 * 30.0).contains(&s) => {
-            Ok(Some((s * 1000.0).round() as i64))
-        }
+        Ok(s) if (0.001..=86_400.0 * 30.0).contains(&s) => Ok(Some((s * 1000.0).round() as i64)),
         _ => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad query",
