@@ -139,6 +139,23 @@ fn each_mistake_points_at_its_line() {
             reader("id = \"post-2\"\ndevice = \"/dev/x\"\nprotocol = \"text\""),
             "FILE:22:6: reader \"post-2\" is bound to nothing",
         ),
+        // the room: language, public address, rotation, display
+        (
+            BASE.replace("id = \"hall-a\"", "id = \"hall-a\"\nlanguage = \"de\""),
+            "FILE:3:12: unknown language \"de\": use \"en\" or \"nl\"",
+        ),
+        (
+            BASE.replace("0.0.0.0:8080\"", "0.0.0.0:8080\"\npublic_url = \"poll.local\""),
+            "FILE:7:14: public_url \"poll.local\" is not an http:// or https:// address",
+        ),
+        (
+            BASE.to_string() + "\n[screen]\nrotate_s = 99999\n",
+            "FILE:22:12: rotate_s = 99999: at most 3600",
+        ),
+        (
+            BASE.replace("rule = \"one-per-person\"", "rule = \"one-per-person\"\ndisplay = \"wordcloud\""),
+            "FILE:12:11: unknown variant `wordcloud`, expected `bars` or `cloud`",
+        ),
     ];
     let mut failures = Vec::new();
     for (text, want) in cases {

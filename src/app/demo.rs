@@ -43,6 +43,41 @@ answers = [
   { id = "xmpp", label = "XMPP is not dead" },
 ]
 
+# A keyword poll: drawn as a word cloud, every tap counts.
+[[poll]]
+id = "likes"
+question = "What did you like most today?"
+rule = "unlimited"
+display = "cloud"
+answers = [
+  { id = "talks", label = "talks" }, { id = "demos", label = "demos" },
+  { id = "coffee", label = "coffee" }, { id = "people", label = "people" },
+  { id = "music", label = "music" }, { id = "venue", label = "venue" },
+  { id = "food", label = "food" }, { id = "workshops", label = "workshops" },
+  { id = "wifi", label = "wifi" }, { id = "stickers", label = "stickers" },
+]
+
+[[reader]]
+id = "likes-talks"
+device = "@DEV@/likes-talks"
+protocol = "text"
+poll = "likes"
+answer = "talks"
+
+[[reader]]
+id = "likes-coffee"
+device = "@DEV@/likes-coffee"
+protocol = "text"
+poll = "likes"
+answer = "coffee"
+
+[[reader]]
+id = "likes-people"
+device = "@DEV@/likes-people"
+protocol = "text"
+poll = "likes"
+answer = "people"
+
 [[reader]]
 id = "lunch-pizza"
 device = "@DEV@/lunch-pizza"
