@@ -15,7 +15,9 @@ mod common;
 use std::collections::HashMap;
 use std::process::Command;
 
-use chromium::{artifact, browser, chromedriver, screenshot, text_of, wait_live, wait_until};
+use chromium::{
+    artifact, browser, chromedriver, screenshot, submit_token, text_of, wait_live, wait_until,
+};
 use common::{Station, config};
 use fantoccini::Client;
 use serde_json::Value;
@@ -527,6 +529,18 @@ async fn the_results_page_draws_the_chart_the_cloud_and_an_image_in_dutch() {
     )
     .await;
     screenshot(&c, "room-kiosk-nl.png").await;
+
+    // The operator page: the active poll's chart, an image per poll.
+    c.goto(&format!("{}/operator", st.base)).await.unwrap();
+    submit_token(&c, &st.token).await;
+    wait_until(
+        &c,
+        r#"document.getElementById("chart-poll").value === "food"
+           && document.querySelectorAll('#chart svg polyline.series').length === 8
+           && document.querySelectorAll('#polls a.download[href$="/tally.svg"]').length === 3"#,
+    )
+    .await;
+    screenshot(&c, "room-operator.png").await;
     c.close().await.unwrap();
     st.terminate();
 }
