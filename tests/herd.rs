@@ -467,6 +467,8 @@ async fn liar(certs: &Path, port: u16, cert_of: &str, claim: &str) -> String {
         cert: certs.join(format!("{cert_of}.pem")),
         key: certs.join(format!("{cert_of}.key")),
         max_skew: Duration::from_secs(1),
+        carrier: pollstation::config::Carrier::Direct,
+        stations: vec![],
     };
     let tls = pollstation::herd::tls::HerdTls::load(&cfg, cert_of).unwrap();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))

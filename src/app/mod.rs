@@ -205,7 +205,21 @@ pub async fn start_with(
             shutdown.clone(),
         )));
     }
-    if let Some(h) = &config.herd {
+    if let Some(h) = &config.herd
+        && h.carrier.xmpp()
+        && let Some(x) = &config.xmpp
+    {
+        // Its own connection: a backlog of herd events never holds up votes.
+        tasks.push(sides.public().spawn(crate::xmpp::herd::run(
+            x.clone(),
+            h.clone(),
+            station.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if let Some(h) = &config.herd
+        && h.carrier.direct()
+    {
         let me = crate::herd::link::Me {
             herd: h.id.clone(),
             station: config.station.id.clone(),

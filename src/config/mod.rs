@@ -51,12 +51,47 @@ pub struct HerdConfig {
     pub listen: Option<SocketAddr>,
     /// host:port of the peers to dial.
     pub peers: Vec<String>,
-    /// The herd CA (PEM), this station's certificate (SAN = station id) and key.
+    /// The herd CA (PEM), this station's certificate (SAN = station id) and
+    /// key (empty with `carrier = "xmpp"`: no direct links).
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
     /// How far ahead of this station's clock a peer's taps may pull its own.
     pub max_skew: Duration,
+    /// What carries the feeds between stations.
+    pub carrier: Carrier,
+    /// The herd's stations as the XMPP server knows them (this one may be
+    /// listed too): whose nodes to read, who may read this one's.
+    pub stations: Vec<HerdStation>,
+}
+
+/// What carries a herd's feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// TLS links between the stations.
+    Direct,
+    /// The XMPP server's publish-subscribe service.
+    Xmpp,
+    /// Both: an event may come twice and is dropped by key.
+    Both,
+}
+
+impl Carrier {
+    #[must_use]
+    pub fn direct(self) -> bool {
+        self != Carrier::Xmpp
+    }
+    #[must_use]
+    pub fn xmpp(self) -> bool {
+        self != Carrier::Direct
+    }
+}
+
+/// A station of the herd, for the XMPP carrier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HerdStation {
+    pub id: String,
+    pub jid: String,
 }
 
 /// Resolving tags to people.

@@ -36,13 +36,22 @@ pub struct RawHerd {
     pub listen: Option<Spanned<String>>,
     #[serde(default)]
     pub peers: Vec<Spanned<String>>,
-    pub ca: Spanned<String>,
-    pub cert: Spanned<String>,
-    pub key: Spanned<String>,
+    pub ca: Option<Spanned<String>>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
     #[serde(default = "default_max_skew_ms")]
     pub max_skew_ms: Spanned<u64>,
     #[serde(default = "default_carrier")]
     pub carrier: Spanned<String>,
+    #[serde(default)]
+    pub stations: Vec<Spanned<RawHerdStation>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHerdStation {
+    pub id: String,
+    pub jid: String,
 }
 
 pub fn default_max_skew_ms() -> Spanned<u64> {

@@ -3,22 +3,21 @@
 //! mistake at once, each with its span).
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{
-    RawConfig, RawHerd, RawHotplug, RawIdentity, RawNetwork, RawPoll, RawReader, RawStation,
-    RawXmpp,
+    RawConfig, RawHotplug, RawIdentity, RawNetwork, RawPoll, RawReader, RawStation, RawXmpp,
 };
 use super::{
-    Config, HerdConfig, HotplugConfig, IdentityConfig, NetworkConfig, Problem, ReaderConfig,
-    Signature, StationConfig, XmppConfig, XmppTls, parse_node_uri, valid_id,
+    Config, HotplugConfig, IdentityConfig, NetworkConfig, Problem, ReaderConfig, Signature,
+    StationConfig, XmppConfig, XmppTls, parse_node_uri, valid_id,
 };
 use crate::domain::poll::BindingPart;
 use crate::domain::{Answer, Binding, PollDef, text};
 
+mod herd;
 mod http;
 mod room;
 use http::http;
@@ -78,7 +77,7 @@ pub(super) fn config(raw: RawConfig, base: &Path) -> Result<Config, Vec<Problem>
     let herd = raw
         .herd
         .as_ref()
-        .map(|h| herd(h, &station.id, base, &mut p));
+        .map(|h| herd::herd(h, &station.id, raw.xmpp.is_some(), base, &mut p));
     if !p.0.is_empty() {
         return Err(p.0);
     }
@@ -485,80 +484,6 @@ fn identity(i: &RawIdentity, base: &Path, p: &mut Problems) -> IdentityConfig {
 fn host_port(s: &str) -> bool {
     s.rsplit_once(':')
         .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-}
-
-fn herd(h: &RawHerd, station: &str, base: &Path, p: &mut Problems) -> HerdConfig {
-    if !crate::domain::herd::certifiable(station) {
-        p.add(
-            h.id.span(),
-            format!("station id {station:?} cannot name a herd certificate: use letters, digits, '-' and '.' (no '_')"),
-        );
-    }
-    if !valid_id(h.id.get_ref()) {
-        p.add(
-            h.id.span(),
-            format!("herd id {:?} is not a valid id: {ID_RULE}", h.id.get_ref()),
-        );
-    }
-    let listen = h
-        .listen
-        .as_ref()
-        .and_then(|l| match l.get_ref().parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                p.add(
-                    l.span(),
-                    format!(
-                        "herd listen address {:?} is not IP:PORT (e.g. \"0.0.0.0:7420\")",
-                        l.get_ref()
-                    ),
-                );
-                None
-            }
-        });
-    for peer in &h.peers {
-        if !host_port(peer.get_ref()) {
-            p.add(
-                peer.span(),
-                format!("herd peer {:?} is not host:port", peer.get_ref()),
-            );
-        }
-    }
-    if listen.is_none() && h.peers.is_empty() {
-        p.add(
-            h.id.span(),
-            format!(
-                "herd {:?} has no listen address and no peers: station {station:?} would be alone",
-                h.id.get_ref()
-            ),
-        );
-    }
-    if h.carrier.get_ref() != "direct" {
-        p.add(
-            h.carrier.span(),
-            format!(
-                "herd carrier {:?} is not available in this version: use \"direct\"",
-                h.carrier.get_ref()
-            ),
-        );
-    }
-    let key = absolute(base, h.key.get_ref());
-    private_file(h.key.span(), &key, p);
-    if *h.max_skew_ms.get_ref() > 600_000 {
-        p.add(
-            h.max_skew_ms.span(),
-            "herd max_skew_ms must be at most 600000 (10 minutes)".into(),
-        );
-    }
-    HerdConfig {
-        id: h.id.get_ref().clone(),
-        listen,
-        peers: h.peers.iter().map(|s| s.get_ref().clone()).collect(),
-        ca: absolute(base, h.ca.get_ref()),
-        cert: absolute(base, h.cert.get_ref()),
-        key,
-        max_skew: Duration::from_millis(*h.max_skew_ms.get_ref()),
-    }
 }
 
 fn absolute(base: &Path, p: &str) -> PathBuf {

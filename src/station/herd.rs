@@ -245,6 +245,7 @@ impl State {
                 actions: 0,
                 identities: 0,
                 lag: 0,
+                via: Vec::new(),
             });
             match f {
                 Feed::Taps => v.taps = n,
@@ -261,9 +262,30 @@ impl State {
                     actions: 0,
                     identities: 0,
                     lag: 0,
+                    via: Vec::new(),
                 });
                 let _ = f;
                 v.lag = v.lag.max(best - ours);
+            }
+        }
+        // Through which carriers each origin is heard: the links up that hold it.
+        for (v, heads) in h.peers.values().filter(|(v, _)| v.state == LinkState::Up) {
+            let Some(theirs) = heads else { continue };
+            let carrier = if v.address.starts_with("xmpp:") {
+                "xmpp"
+            } else {
+                "direct"
+            };
+            for (o, _, n) in theirs.iter() {
+                if n == 0 || **o == *self.id {
+                    continue;
+                }
+                if let Some(view) = origins.get_mut(&**o)
+                    && !view.via.contains(&carrier)
+                {
+                    view.via.push(carrier);
+                    view.via.sort_unstable();
+                }
             }
         }
         Some(HerdView {

@@ -247,6 +247,8 @@ pub struct OriginView {
     pub identities: u64,
     /// Events of this origin the best-informed peer holds and we do not.
     pub lag: u64,
+    /// The carriers ("direct", "xmpp") of the links up that hold it.
+    pub via: Vec<&'static str>,
 }
 
 /// A connection the herd refused.

@@ -20,6 +20,7 @@
 //! the rest of the station sees [`run`], the [`outbox::Encoder`] `app`
 //! hands the Station, and Station commands.
 
+pub mod herd;
 pub mod outbox;
 pub mod payload;
 mod requests;
@@ -236,25 +237,9 @@ async fn session(
     shutdown: &CancellationToken,
 ) -> Ended {
     let (sender, mut events) = client.split();
-    // Log in.
-    let deadline = Instant::now() + LOGIN_TIMEOUT;
-    let bound = loop {
-        let ev = tokio::select! {
-            () = shutdown.cancelled() => return Ended::Shutdown,
-            ev = tokio::time::timeout_at(deadline, events.next()) => ev,
-        };
-        match ev {
-            Err(_) => return Ended::Failed(
-                "no session within 10 s (server down, wrong password or certificate refused? see the log)"
-                    .into(),
-            ),
-            Ok(None) => return Ended::Failed("the client stopped".into()),
-            Ok(Some(Event::Online { bound_jid, .. })) => break bound_jid,
-            Ok(Some(Event::Disconnected(e))) => {
-                return Ended::Failed(format!("cannot log in: {e}"));
-            }
-            Ok(Some(Event::Stanza(_))) => {}
-        }
+    let bound = match login(&mut events, shutdown).await {
+        Ok(j) => j,
+        Err(e) => return e,
     };
     backoff.reset();
     let service: Jid = match cfg.pubsub.parse() {
@@ -433,6 +418,32 @@ async fn session(
     let client = Client::reunite(sender, events);
     let _ = tokio::time::timeout(Duration::from_secs(2), client.send_end()).await;
     ended
+}
+
+/// Wait (bounded) for the session to come up: the JID it is bound to.
+async fn login(
+    events: &mut tokio_xmpp::ClientReceiver,
+    shutdown: &CancellationToken,
+) -> Result<Jid, Ended> {
+    let deadline = Instant::now() + LOGIN_TIMEOUT;
+    loop {
+        let ev = tokio::select! {
+            () = shutdown.cancelled() => return Err(Ended::Shutdown),
+            ev = tokio::time::timeout_at(deadline, events.next()) => ev,
+        };
+        match ev {
+            Err(_) => return Err(Ended::Failed(
+                "no session within 10 s (server down, wrong password or certificate refused? see the log)"
+                    .into(),
+            )),
+            Ok(None) => return Err(Ended::Failed("the client stopped".into())),
+            Ok(Some(Event::Online { bound_jid, .. })) => return Ok(bound_jid),
+            Ok(Some(Event::Disconnected(e))) => {
+                return Err(Ended::Failed(format!("cannot log in: {e}")));
+            }
+            Ok(Some(Event::Stanza(_))) => {}
+        }
+    }
 }
 
 async fn flush(station: &StationHandle, done: &mut Vec<i64>) {

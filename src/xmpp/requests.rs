@@ -25,6 +25,8 @@ pub(super) enum IqError {
     Stalled,
     #[error("outbox row {row} is not XML: {detail}")]
     NotXml { row: i64, detail: String },
+    #[error("{what} refused: {condition}")]
+    Refused { what: String, condition: String },
     #[error("cannot create node {node}: {condition} (may the account create nodes on {service}?)")]
     CreateRefused {
         node: String,
@@ -33,7 +35,7 @@ pub(super) enum IqError {
     },
 }
 
-fn stream(what: &'static str, e: impl std::fmt::Debug) -> IqError {
+pub(super) fn stream(what: &'static str, e: impl std::fmt::Debug) -> IqError {
     IqError::Stream {
         what,
         detail: format!("{e:?}"),

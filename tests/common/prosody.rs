@@ -34,6 +34,29 @@ impl Prosody {
     /// store ("internal" files survive restarts; "memory" is fast and does
     /// not: its file store rewrites a node's items on every publish).
     pub fn start_with(dir: &Path, tls: bool, storage: &str) -> Prosody {
+        Self::start_setup(
+            dir,
+            tls,
+            &format!(
+                "storage = {{ accounts = \"internal\"; pubsub_nodes = \"{storage}\"; pubsub_data = \"{storage}\"; }}"
+            ),
+            &["station", "watcher"],
+        )
+    }
+
+    /// For a herd: every store in SQLite (`lua-dbi-sqlite3`: the file
+    /// store rewrites a node per publish), PEP nodes of up to 10,000 items,
+    /// and these users.
+    pub fn start_herd(dir: &Path, users: &[&str]) -> Prosody {
+        Self::start_setup(
+            dir,
+            false,
+            "storage = \"sql\"\nsql = { driver = \"SQLite3\"; database = \"prosody.sqlite\"; }\npep_max_items = 10000",
+            users,
+        )
+    }
+
+    fn start_setup(dir: &Path, tls: bool, storage: &str, users: &[&str]) -> Prosody {
         let dir = dir.join("prosody");
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let port = free_port();
@@ -42,12 +65,12 @@ impl Prosody {
         let tls_config = if tls {
             self_signed(&dir, "localhost");
             format!(
-                "modules_enabled = {{ \"roster\"; \"saslauth\"; \"disco\"; \"ping\"; \"posix\"; \"tls\"; }}\n\
+                "modules_enabled = {{ \"roster\"; \"saslauth\"; \"disco\"; \"ping\"; \"posix\"; \"pep\"; \"tls\"; }}\n\
                  c2s_require_encryption = true\n\
                  ssl = {{ key = \"{d}/localhost.key\"; certificate = \"{d}/localhost.crt\"; }}\n"
             )
         } else {
-            "modules_enabled = { \"roster\"; \"saslauth\"; \"disco\"; \"ping\"; \"posix\"; }\n\
+            "modules_enabled = { \"roster\"; \"saslauth\"; \"disco\"; \"ping\"; \"posix\"; \"pep\"; }\n\
              modules_disabled = { \"s2s\"; \"dialback\"; \"http\"; \"tls\"; }\n\
              c2s_require_encryption = false\n\
              allow_unencrypted_plain_auth = true\n"
@@ -72,7 +95,7 @@ https_ports = {{ }}
 admins = {{ "station@localhost" }}
 {tls_config}
 authentication = "internal_hashed"
-storage = {{ accounts = "internal"; pubsub_nodes = "{storage}"; pubsub_data = "{storage}"; }}
+{storage}
 VirtualHost "localhost"
 Component "pubsub.localhost" "pubsub"
   autocreate_on_publish = false
@@ -81,7 +104,7 @@ Component "pubsub.localhost" "pubsub"
             ),
         )
         .unwrap();
-        for user in ["station", "watcher"] {
+        for &user in users {
             let out = Command::new("prosodyctl")
                 .arg("--config")
                 .arg(&config)

@@ -1,0 +1,451 @@
+//! The herd carried by the XMPP server (`[herd] carrier = "xmpp"` or
+//! `"both"`): the same feeds as the direct links, over publish-subscribe.
+//!
+//! Each station publishes its own feeds to one node of its own account's
+//! PEP service, `herd/<herd id>/<station id>` at its bare JID: only the
+//! account publishes there (PEP), and the node's access model is a
+//! whitelist of the herd's other stations (made members), so only they
+//! read it. An item is a batch of up to [`BATCH`] consecutive events of one
+//! feed, its id `<feed>-<first seq>`: a republish after a crash (the server
+//! did not answer) replaces it. What was published is read back from the
+//! node at each login, so the log itself is the durable outbox.
+//!
+//! It subscribes to the other stations' nodes; a notification is applied
+//! when it continues what this station holds, and a gap (a batch that
+//! starts beyond it) fetches the node's items (XEP-0060 retrieve-items).
+//! At login and every [`RESYNC_EVERY`] the newest items are fetched too, so
+//! a lost notification is never a silent hole. Duplicates (from direct
+//! links too, with `both`) are dropped by key by the Station. Each peer is
+//! reported as a link `xmpp:<jid>` with the feeds its node holds, so the
+//! herd view shows its lag and carrier.
+//!
+//! One connection of its own (the vote publisher keeps its own): a backlog
+//! of herd events never holds up the votes' items, and the other way round.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::parsers::pubsub;
+use tokio_xmpp::{Event, IqRequest, Stanza};
+
+use super::requests::IqError;
+use super::{Ended, PING_EVERY, client, login, password};
+use crate::config::{HerdConfig, XmppConfig};
+use crate::domain::backoff::Backoff;
+use crate::domain::herd::{Feed, Heads, HerdEvent};
+
+mod batch;
+mod requests;
+
+use crate::station::{Command, HerdReport, LinkState, PeerView, StationHandle};
+use crate::sys::clock::now_ms;
+pub use batch::{Batch, NS, decode, encode, item_id, node};
+use requests::{iq, items, own_node, publish, subscribe};
+
+/// Events in one item at most.
+pub const BATCH: usize = 256;
+/// Items a herd node keeps (the server's own cap may be lower: Prosody's
+/// `pep_max_items`, ejabberd's `max_items_node`): 10,000 × 256 events.
+pub const MAX_ITEMS: u32 = 10_000;
+/// Newest items fetched from every peer now and then.
+const RESYNC_EVERY: Duration = Duration::from_secs(30);
+const RESYNC_ITEMS: u32 = 8;
+/// A peer whose node cannot be read yet (not published, or this station
+/// not yet its member) is tried again this often.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// Another station of the herd, as its node shows it.
+struct Peer {
+    id: Arc<str>,
+    jid: Jid,
+    node: String,
+    subscribed: bool,
+    /// What its node holds, per feed (from the items seen).
+    held: Heads,
+    since: i64,
+    received: u64,
+}
+
+impl Peer {
+    fn view(&self, state: LinkState, error: Option<String>) -> PeerView {
+        PeerView {
+            address: format!("xmpp:{}", self.jid),
+            station: Some(self.id.to_string()),
+            state,
+            since: self.since,
+            rtt_ms: None,
+            clock_offset_ms: None,
+            skewed: false,
+            error,
+            sent: 0,
+            received: self.received,
+            we_lack: 0,
+            it_lacks: 0,
+        }
+    }
+
+    async fn report(&self, station: &StationHandle, state: LinkState, error: Option<String>) {
+        let _ = station
+            .sender()
+            .send(Command::HerdStatus(HerdReport::Peer {
+                view: self.view(state, error),
+                heads: Some(Arc::new(self.held.clone())),
+            }))
+            .await;
+    }
+}
+
+/// Apply `batches` of `origin` in feed order: those that continue what
+/// this station holds. True when one starts beyond it (a gap: fetch all).
+async fn take(
+    station: &StationHandle,
+    origin: &Arc<str>,
+    held: &mut Heads,
+    mut batches: Vec<Batch>,
+) -> Result<(bool, u64), String> {
+    batches.sort_by_key(|b| (b.feed, b.first));
+    let mut have: BTreeMap<Feed, u64> = Feed::ALL
+        .into_iter()
+        .map(|f| (f, station.heads().borrow().get(origin, f)))
+        .collect();
+    let (mut gap, mut taken) = (false, 0);
+    for b in batches {
+        if *b.origin != **origin {
+            tracing::warn!(node_of = %origin, origin = b.origin, "herd over xmpp: a node carries another origin's events; ignored");
+            continue;
+        }
+        let seen = held.get(origin, b.feed).max(b.last);
+        held.set(origin.clone(), b.feed, seen);
+        let h = have.entry(b.feed).or_default();
+        if b.last <= *h {
+            continue;
+        }
+        if b.first > *h + 1 {
+            gap = true;
+            continue;
+        }
+        let from = *h;
+        let events: Vec<HerdEvent> = b
+            .events
+            .into_iter()
+            .filter(|e| e.position().2 > from)
+            .collect();
+        taken += events.len() as u64;
+        let applied = station
+            .herd_events(events)
+            .await
+            .map_err(|e| format!("cannot store the herd's events: {e}"))?;
+        if applied.gaps > 0 {
+            gap = true;
+        }
+        *h = b.last;
+    }
+    Ok((gap, taken))
+}
+
+/// Carry the herd over the XMPP server for as long as the station runs.
+pub async fn run(
+    xcfg: XmppConfig,
+    herd: HerdConfig,
+    station: StationHandle,
+    shutdown: CancellationToken,
+) {
+    let _ = tokio_xmpp::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let me = station.snapshot().station.clone();
+    let (jid, password) = match (xcfg.jid.parse::<BareJid>(), password(&xcfg)) {
+        (Ok(j), Ok(p)) => (j, p),
+        (Err(e), _) => return tracing::error!("herd over xmpp: jid {:?}: {e}", xcfg.jid),
+        (_, Err(e)) => return tracing::error!("herd over xmpp: {e}"),
+    };
+    let mut peers: Vec<Peer> = herd
+        .stations
+        .iter()
+        .filter(|s| s.id != me)
+        .filter_map(|s| {
+            let jid = s.jid.parse::<BareJid>().ok()?;
+            Some(Peer {
+                id: s.id.as_str().into(),
+                jid: Jid::from(jid),
+                node: node(&herd.id, &s.id),
+                subscribed: false,
+                held: Heads::default(),
+                since: now_ms(),
+                received: 0,
+            })
+        })
+        .collect();
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
+    loop {
+        let c = match client(&xcfg, &jid, &password) {
+            Ok(c) => c,
+            Err(e) => return tracing::error!("herd over xmpp: {e}"),
+        };
+        let ended = session(c, &herd, &me, &mut peers, &station, &mut backoff, &shutdown).await;
+        let why = match ended {
+            Ended::Shutdown => return,
+            Ended::Offline => "network offline".to_string(),
+            Ended::Failed(e) => e,
+        };
+        let wait = backoff.fail();
+        tracing::warn!(error = %why, retry_in_ms = wait.as_millis(), "herd over xmpp: session ended");
+        for p in &mut peers {
+            p.subscribed = false;
+            p.since = now_ms();
+            p.report(&station, LinkState::Down, Some(why.clone())).await;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn session(
+    client: tokio_xmpp::Client,
+    herd: &HerdConfig,
+    me: &str,
+    peers: &mut [Peer],
+    station: &StationHandle,
+    backoff: &mut Backoff,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let (sender, mut events) = client.split();
+    let bound = match login(&mut events, shutdown).await {
+        Ok(j) => j,
+        Err(e) => return e,
+    };
+    let own_jid = Jid::from(bound.to_bare());
+    let own_node = node(&herd.id, me);
+    let members: Vec<BareJid> = peers.iter().map(|p| p.jid.to_bare()).collect();
+    let ended = async {
+        own_node_ready(&sender, &own_jid, &own_node, &members).await?;
+        // What the node holds of this station's feeds: published already
+        // (and, for a station restoring an empty log, its own feed back).
+        let mine: Arc<str> = me.into();
+        let mut published = Heads::default();
+        let own = items(&sender, &own_jid, &own_node, None).await?.unwrap_or_default();
+        take(station, &mine, &mut published, own).await.map_err(Failed)?;
+        let _ = station
+            .sender()
+            .send(Command::HerdStatus(HerdReport::Peer {
+                view: PeerView {
+                    address: format!("xmpp:{own_jid}"),
+                    station: Some(me.to_string()),
+                    state: LinkState::Up,
+                    since: now_ms(),
+                    rtt_ms: None,
+                    clock_offset_ms: None,
+                    skewed: false,
+                    error: None,
+                    sent: 0,
+                    received: 0,
+                    we_lack: 0,
+                    it_lacks: 0,
+                },
+                heads: Some(Arc::new(published.clone())),
+            }))
+            .await;
+        for p in peers.iter_mut() {
+            resync(&sender, &bound, p, station, None).await?;
+        }
+        backoff.reset();
+        tracing::info!(jid = %bound, node = own_node, peers = peers.len(), "herd over xmpp: online");
+        let mut heads = station.heads();
+        let mut resync_every = tokio::time::interval_at(Instant::now() + RESYNC_EVERY, RESYNC_EVERY);
+        let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        let mut retry = tokio::time::interval_at(Instant::now() + RETRY_EVERY, RETRY_EVERY);
+        loop {
+            // Publish what this station holds beyond what its node holds,
+            // a batch at a time (notifications are read in between).
+            let mut pending = false;
+            for feed in Feed::ALL {
+                let held = heads.borrow_and_update().get(me, feed);
+                let done = published.get(me, feed);
+                if held <= done {
+                    continue;
+                }
+                let events = station
+                    .feed_after(mine.clone(), feed, done, BATCH)
+                    .await
+                    .map_err(|e| Failed(format!("cannot read this station's feed: {e}")))?;
+                let (Some(first), Some(last)) = (events.first(), events.last()) else {
+                    continue;
+                };
+                let b = Batch {
+                    origin: me.to_string(),
+                    feed,
+                    first: first.position().2,
+                    last: last.position().2,
+                    events,
+                };
+                publish(&sender, &own_jid, &own_node, &b).await?;
+                tracing::debug!(feed = %feed, first = b.first, last = b.last, "herd over xmpp: published");
+                published.set(mine.clone(), feed, b.last);
+                pending |= b.last < held;
+            }
+            if pending {
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(Ended::Shutdown),
+                r = heads.changed() => if r.is_err() { return Ok(Ended::Shutdown) },
+                _ = retry.tick(), if peers.iter().any(|p| !p.subscribed) => {
+                    for p in peers.iter_mut().filter(|p| !p.subscribed) {
+                        resync(&sender, &bound, p, station, None).await?;
+                    }
+                }
+                _ = resync_every.tick() => {
+                    for p in peers.iter_mut() {
+                        resync(&sender, &bound, p, station, Some(RESYNC_ITEMS)).await?;
+                    }
+                }
+                _ = ping.tick() => {
+                    let ping = tokio_xmpp::parsers::ping::Ping;
+                    let to = Jid::from(bound.domain().to_owned());
+                    iq(&sender, &to, IqRequest::Get(ping.into()), "ping").await?;
+                }
+                ev = events.next() => match ev {
+                    None => return Err(Failed("the client stopped".into())),
+                    Some(Event::Disconnected(e)) => return Err(Failed(format!("connection lost: {e}"))),
+                    Some(Event::Online { .. }) => {
+                        // Reconnected under us: subscriptions and what was in
+                        // flight may be gone; start the session afresh.
+                        return Err(Failed("the connection was re-established".into()));
+                    }
+                    Some(Event::Stanza(Stanza::Message(m))) => {
+                        notified(&sender, &bound, peers, station, &m).await?;
+                    }
+                    Some(Event::Stanza(_)) => {}
+                },
+            }
+        }
+    }
+    .await;
+    let client = tokio_xmpp::Client::reunite(sender, events);
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.send_end()).await;
+    match ended {
+        Ok(e) => e,
+        Err(Failed(e)) => Ended::Failed(e),
+    }
+}
+
+/// A failed session, with why.
+struct Failed(String);
+
+impl From<IqError> for Failed {
+    fn from(e: IqError) -> Self {
+        Failed(e.to_string())
+    }
+}
+
+async fn own_node_ready(
+    sender: &tokio_xmpp::ClientSender,
+    me: &Jid,
+    node: &str,
+    members: &[BareJid],
+) -> Result<(), Failed> {
+    own_node(sender, me, node, members).await.map_err(|e| {
+        Failed(format!(
+            "{e} (the herd's node lives on this account's PEP service: does the server have PEP with persistent items?)"
+        ))
+    })
+}
+
+/// Subscribe to a peer's node if not yet, and fetch its items (the newest
+/// `max`, or all; all again if those show a gap).
+async fn resync(
+    sender: &tokio_xmpp::ClientSender,
+    bound: &Jid,
+    p: &mut Peer,
+    station: &StationHandle,
+    max: Option<u32>,
+) -> Result<(), Failed> {
+    if !p.subscribed {
+        p.subscribed = subscribe(sender, bound, &p.jid, &p.node).await?;
+        if !p.subscribed {
+            p.report(
+                station,
+                LinkState::Connecting,
+                Some(format!(
+                    "cannot subscribe to {} yet (not published, or not a member)",
+                    p.node
+                )),
+            )
+            .await;
+            return Ok(());
+        }
+        p.since = now_ms();
+    }
+    let Some(got) = items(sender, &p.jid, &p.node, max).await? else {
+        return Ok(());
+    };
+    let (gap, taken) = take(station, &p.id, &mut p.held, got)
+        .await
+        .map_err(Failed)?;
+    p.received += taken;
+    if gap && max.is_some() {
+        let all = items(sender, &p.jid, &p.node, None)
+            .await?
+            .unwrap_or_default();
+        let (_, taken) = take(station, &p.id, &mut p.held, all)
+            .await
+            .map_err(Failed)?;
+        p.received += taken;
+    }
+    p.report(station, LinkState::Up, None).await;
+    Ok(())
+}
+
+/// A notification: the batches of a peer's node, applied; a gap fetches
+/// the node's items.
+async fn notified(
+    sender: &tokio_xmpp::ClientSender,
+    bound: &Jid,
+    peers: &mut [Peer],
+    station: &StationHandle,
+    m: &tokio_xmpp::parsers::message::Message,
+) -> Result<(), Failed> {
+    let Some(from) = m.from.as_ref().map(Jid::to_bare) else {
+        return Ok(());
+    };
+    for payload in &m.payloads {
+        let Ok(event) = pubsub::Event::try_from(payload.clone()) else {
+            continue;
+        };
+        let pubsub::event::Payload::Items {
+            node, published, ..
+        } = event.payload
+        else {
+            continue;
+        };
+        let Some(p) = peers
+            .iter_mut()
+            .find(|p| p.jid.to_bare() == from && p.node == node.0)
+        else {
+            continue;
+        };
+        let batches: Vec<Batch> = published
+            .iter()
+            .filter_map(|i| i.payload.as_ref().and_then(decode))
+            .collect();
+        let (gap, taken) = take(station, &p.id, &mut p.held, batches)
+            .await
+            .map_err(Failed)?;
+        p.received += taken;
+        if gap {
+            tracing::info!(
+                node = p.node,
+                "herd over xmpp: a gap in the notifications; fetching the node"
+            );
+            resync(sender, bound, p, station, None).await?;
+        } else {
+            p.report(station, LinkState::Up, None).await;
+        }
+    }
+    Ok(())
+}
