@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::herd::{Mode, Proxy, converged};
+use common::herd::{Mode, Proxy, converged, start_xmpp};
 use common::prosody::{PASSWORD, Prosody};
-use common::{Station, WAIT, write_secret};
+use common::{Station, WAIT};
 use futures_util::StreamExt;
 use rand::{Rng, SeedableRng};
 use tokio_xmpp::connect::DnsConfig;
@@ -22,32 +21,6 @@ use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::{Client, Event, IqRequest, IqResponse};
 
 const STATIONS: [&str; 3] = ["hall-a", "hall-b", "hall-c"];
-
-/// Station `id` of the herd, talking to the server at `server`.
-fn start(dir: &Path, id: &str, server: &str) -> Station {
-    let data = dir.join(id);
-    std::fs::create_dir_all(&data).unwrap();
-    let secret = dir.join(format!("{id}.password"));
-    write_secret(&secret, PASSWORD);
-    let stations: Vec<String> = STATIONS
-        .iter()
-        .map(|s| format!("{{ id = \"{s}\", jid = \"{s}@localhost\" }}"))
-        .collect();
-    let extra = format!(
-        "[network]\nwatch = false\n[hotplug]\nenabled = false\n\
-         [xmpp]\njid = \"{id}@localhost\"\npassword_file = \"{}\"\nserver = \"{server}\"\ntls = \"none\"\npubsub = \"pubsub.localhost\"\n\
-         [herd]\nid = \"test-herd\"\ncarrier = \"xmpp\"\nstations = [{}]\n",
-        secret.display(),
-        stations.join(", ")
-    );
-    let cfg = dir.join(format!("{id}.toml"));
-    std::fs::write(
-        &cfg,
-        common::config(&data, &extra).replace("id = \"test\"", &format!("id = \"{id}\"")),
-    )
-    .unwrap();
-    Station::start_with(&data, &cfg)
-}
 
 /// `n` random taps at `st` (random readers, a small crowd of tags so that
 /// the rules have repeats to judge); each taken.
@@ -93,9 +66,9 @@ async fn three_stations_through_prosody_heal_a_cut_link_and_a_server_restart() {
     let mut server = Prosody::start_herd(dir.path(), &["hall-a", "hall-b", "hall-c", "outsider"]);
     let direct = format!("127.0.0.1:{}", server.port);
     let proxy = Proxy::start(server.port).await;
-    let a = start(dir.path(), "hall-a", &direct);
-    let b = start(dir.path(), "hall-b", &direct);
-    let c = start(dir.path(), "hall-c", &proxy.address());
+    let a = start_xmpp(dir.path(), "hall-a", &direct, &STATIONS);
+    let b = start_xmpp(dir.path(), "hall-b", &direct, &STATIONS);
+    let c = start_xmpp(dir.path(), "hall-c", &proxy.address(), &STATIONS);
     for st in [&a, &b, &c] {
         // Its two peers and its own node.
         if tokio::time::timeout(WAIT, online(st, 3)).await.is_err() {

@@ -167,3 +167,30 @@ pub async fn converged(
         .await;
     }
 }
+
+/// Station `id` of a herd carried by the XMPP server at `server` (plain
+/// TCP, user `<id>@localhost`), its stations `stations`.
+pub fn start_xmpp(dir: &Path, id: &str, server: &str, stations: &[&str]) -> Station {
+    let data = dir.join(id);
+    std::fs::create_dir_all(&data).unwrap();
+    let secret = dir.join(format!("{id}.password"));
+    super::write_secret(&secret, super::prosody::PASSWORD);
+    let stations: Vec<String> = stations
+        .iter()
+        .map(|s| format!("{{ id = \"{s}\", jid = \"{s}@localhost\" }}"))
+        .collect();
+    let extra = format!(
+        "[network]\nwatch = false\n[hotplug]\nenabled = false\n\
+         [xmpp]\njid = \"{id}@localhost\"\npassword_file = \"{}\"\nserver = \"{server}\"\ntls = \"none\"\npubsub = \"pubsub.localhost\"\n\
+         [herd]\nid = \"test-herd\"\ncarrier = \"xmpp\"\nstations = [{}]\n",
+        secret.display(),
+        stations.join(", ")
+    );
+    let cfg = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &cfg,
+        super::config(&data, &extra).replace("id = \"test\"", &format!("id = \"{id}\"")),
+    )
+    .unwrap();
+    Station::start_with(&data, &cfg)
+}
