@@ -30,7 +30,6 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_xmpp::jid::{BareJid, Jid};
-use tokio_xmpp::parsers::pubsub;
 use tokio_xmpp::{Event, IqRequest, Stanza};
 
 use super::requests::IqError;
@@ -413,26 +412,29 @@ async fn notified(
     let Some(from) = m.from.as_ref().map(Jid::to_bare) else {
         return Ok(());
     };
-    for payload in &m.payloads {
-        let Ok(event) = pubsub::Event::try_from(payload.clone()) else {
-            continue;
-        };
-        let pubsub::event::Payload::Items {
-            node, published, ..
-        } = event.payload
-        else {
-            continue;
-        };
+    // Read by hand (servers add elements xmpp-parsers' strict types refuse).
+    const NS_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+    let found: Vec<(String, Vec<Batch>)> = m
+        .payloads
+        .iter()
+        .filter(|e| e.is("event", NS_EVENT))
+        .flat_map(|e| e.children().filter(|c| c.is("items", NS_EVENT)))
+        .filter_map(|items| {
+            let batches = items
+                .children()
+                .filter(|i| i.is("item", NS_EVENT))
+                .filter_map(|i| i.children().find_map(decode))
+                .collect();
+            Some((items.attr("node")?.to_string(), batches))
+        })
+        .collect();
+    for (node, batches) in found {
         let Some(p) = peers
             .iter_mut()
-            .find(|p| p.jid.to_bare() == from && p.node == node.0)
+            .find(|p| p.jid.to_bare() == from && p.node == node)
         else {
             continue;
         };
-        let batches: Vec<Batch> = published
-            .iter()
-            .filter_map(|i| i.payload.as_ref().and_then(decode))
-            .collect();
         let (gap, taken) = take(station, &p.id, &mut p.held, batches)
             .await
             .map_err(Failed)?;

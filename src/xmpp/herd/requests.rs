@@ -67,13 +67,15 @@ pub(super) async fn items(
             return Ok(None);
         }
     };
-    let Ok(PubSub::Items(got)) = PubSub::try_from(payload) else {
-        return Ok(Some(Vec::new()));
-    };
+    // Read by hand, not with xmpp-parsers' strict `PubSub`: ejabberd adds
+    // an RSM `<set>` beside the items, which that parser refuses.
+    const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
     Ok(Some(
-        got.items
-            .iter()
-            .filter_map(|i| i.payload.as_ref().and_then(decode))
+        payload
+            .children()
+            .filter(|c| c.is("items", NS_PUBSUB))
+            .flat_map(|items| items.children().filter(|i| i.is("item", NS_PUBSUB)))
+            .filter_map(|item| item.children().find_map(decode))
             .collect(),
     ))
 }
@@ -96,6 +98,9 @@ pub(super) async fn own_node(
             Field::new("pubsub#publish_model", FieldType::ListSingle).with_value("publishers"),
             Field::new("pubsub#send_last_published_item", FieldType::ListSingle)
                 .with_value("never"),
+            // ejabberd's PEP otherwise notifies only contacts online with
+            // a presence subscription, not the herd's subscriptions.
+            Field::new("pubsub#presence_based_delivery", FieldType::Boolean).with_value("0"),
         ],
     );
     let create = PubSub::Create {
