@@ -214,6 +214,19 @@ async fn the_kiosk_fills_a_projector_lights_up_the_vote_and_leads_phones_to_the_
         text_of(&c, r#"document.getElementById("thanks").textContent"#).await,
         "Thank you! · Bravo pasta"
     );
+    // The banner stays below the rows: it hides no count.
+    let (banner_top, rows_bottom) = (
+        num(&c, r#"document.getElementById("thanks").getBoundingClientRect().top"#).await,
+        num(
+            &c,
+            r#"Math.max(...[...document.querySelectorAll('section[data-poll="food"] .answer')].map(r => r.getBoundingClientRect().bottom))"#,
+        )
+        .await,
+    );
+    assert!(
+        banner_top >= rows_bottom,
+        "banner at {banner_top}, rows end at {rows_bottom}"
+    );
     wait_until(
         &c,
         r#"document.querySelector('section[data-poll="food"] [data-answer="b"] .num').textContent === "1 · 100%""#,
