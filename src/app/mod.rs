@@ -49,6 +49,9 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Ends when the Station task has stopped (after flushing the log).
     station_done: tokio::sync::oneshot::Receiver<()>,
+    /// Language, public address, QR code and rotation, for the pages and
+    /// the screen.
+    pub room: Arc<web::room::Room>,
     /// The public and the event-stream crowd's runtimes; stopped when this
     /// is dropped.
     sides: web::serve::Sides,
@@ -62,8 +65,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
 
 /// The room's setting for the pages: language, QR code, rotation, and the
 /// public address (configured, or derived from the bound listener).
-#[must_use]
-pub fn room(config: &Config, bound: SocketAddr) -> web::room::Room {
+fn room(config: &Config, bound: SocketAddr) -> web::room::Room {
     web::room::Room {
         language: config.station.language,
         public_url: config.http.public_url.clone().unwrap_or_else(|| {
@@ -142,13 +144,14 @@ pub async fn start_with(
     let http_addr = listener.local_addr()?;
     let sides = web::serve::Sides::start().context("cannot start the HTTP threads")?;
     let limits = http_limits(config.http.limits);
+    let room = Arc::new(room(config, http_addr));
     let app = web::app(
         web::AppState {
             station: station.clone(),
             admin_token: admin_token.as_str().into(),
             shutdown: shutdown.clone(),
             hub: web::SseHub::start(&station, shutdown.clone(), &sides.fanout()),
-            room: Arc::new(room(config, http_addr)),
+            room: room.clone(),
         },
         config.http.request_timeout,
     );
@@ -273,6 +276,7 @@ pub async fn start_with(
         admin_token,
         tasks,
         station_done,
+        room,
         sides,
     })
 }

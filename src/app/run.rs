@@ -156,11 +156,11 @@ fn screen(
         );
         return;
     }
-    let room = super::room(config, running.http_addr);
+    let room = &running.room;
     let options = screen::ScreenOptions {
         fullscreen: config.screen.fullscreen,
         rotate: config.screen.rotate,
-        qr_url: room.qr.then_some(room.public_url),
+        qr_url: room.qr.then(|| room.public_url.clone()),
         language: room.language,
     };
     screen::run(&running.station, rt.handle(), options, shutdown);

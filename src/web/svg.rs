@@ -32,22 +32,28 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// `2026-12-02 18:40 UTC`.
-fn when(ms: i64) -> String {
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+/// `ms` since the epoch in UTC, as `fmt` says.
+fn utc(ms: i64, fmt: &[time::format_description::BorrowedFormatItem<'_>]) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&fmt).ok())
+        .and_then(|t| t.format(fmt).ok())
         .unwrap_or_default()
+}
+
+/// `2026-12-02 18:40 UTC`.
+fn when(ms: i64) -> String {
+    utc(
+        ms,
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC"),
+    )
 }
 
 /// `18:40:05`.
 fn clock(ms: i64) -> String {
-    let fmt = time::macros::format_description!("[hour]:[minute]:[second]");
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&fmt).ok())
-        .unwrap_or_default()
+    utc(
+        ms,
+        time::macros::format_description!("[hour]:[minute]:[second]"),
+    )
 }
 
 /// A poll's results: question, one bar per answer with its count and

@@ -339,7 +339,7 @@ async fn session(
                     }
                     Ok(IqResponse::Error(e)) if e.defined_condition == DefinedCondition::ItemNotFound => {
                         tracing::info!(node = %item.node, "xmpp: node does not exist; creating it");
-                        if let Err(e) = create_node(&sender, &service, &item.node, cfg.max_items).await {
+                        if let Err(e) = create_node(&sender, &service, &item.node, cfg.max_items, Vec::new()).await {
                             break Ended::Failed(e.to_string());
                         }
                         // Publish this one again; later items of the same

@@ -35,7 +35,7 @@ pub(super) enum IqError {
     },
 }
 
-pub(super) fn stream(what: &'static str, e: impl std::fmt::Debug) -> IqError {
+fn stream(what: &'static str, e: impl std::fmt::Debug) -> IqError {
     IqError::Stream {
         what,
         detail: format!("{e:?}"),
@@ -67,18 +67,15 @@ pub(super) async fn subscribe(
         }),
         options: None,
     };
-    let token = sender.send_iq(Some(to), IqRequest::Set(req.into())).await;
-    match tokio::time::timeout(IQ_TIMEOUT, token).await {
-        Ok(Ok(IqResponse::Result(_))) => {
+    match iq(sender, &to, IqRequest::Set(req.into()), "subscribe").await? {
+        IqResponse::Result(_) => {
             tracing::info!(node = %node_uri(svc, node), "xmpp: subscribed");
             Ok(true)
         }
-        Ok(Ok(IqResponse::Error(e))) => {
+        IqResponse::Error(e) => {
             tracing::info!(node = %node_uri(svc, node), condition = ?e.defined_condition, "xmpp: subscription refused; trying again later");
             Ok(false)
         }
-        Ok(Err(e)) => Err(stream("subscribe", e)),
-        Err(_) => Err(IqError::Timeout("subscribe")),
     }
 }
 
@@ -121,22 +118,46 @@ pub(super) async fn publish(
     .boxed())
 }
 
+/// One IQ, bounded: waiting for room in the client's send queue (it does
+/// not drain while the link is down) and for the answer.
+pub(super) async fn iq(
+    sender: &tokio_xmpp::ClientSender,
+    to: &Jid,
+    req: IqRequest,
+    what: &'static str,
+) -> Result<IqResponse, IqError> {
+    let token = tokio::time::timeout(IQ_TIMEOUT, sender.send_iq(Some(to.clone()), req))
+        .await
+        .map_err(|_| IqError::Stalled)?;
+    match tokio::time::timeout(IQ_TIMEOUT, token).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(stream(what, e)),
+        Err(_) => Err(IqError::Timeout(what)),
+    }
+}
+
+/// Create `node` on `service` with persistent items, at most `max_items`
+/// of them, and the `more` settings; a node that exists already is fine.
 pub(super) async fn create_node(
     sender: &tokio_xmpp::ClientSender,
     service: &Jid,
     node: &str,
     max_items: u32,
+    more: Vec<tokio_xmpp::parsers::data_forms::Field>,
 ) -> Result<(), IqError> {
     use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
-    // Keep the latest items (a results site reads them back); not "max":
-    // Prosody's file storage rewrites a node's items on every publish.
+    // Keep the latest items (a results site or a catching-up station reads
+    // them back); not "max": Prosody's file storage rewrites a node's items
+    // on every publish.
+    let mut fields = vec![
+        Field::new("pubsub#persist_items", FieldType::Boolean).with_value("1"),
+        Field::text_single("pubsub#max_items", &max_items.to_string()),
+    ];
+    fields.extend(more);
     let form = DataForm::new(
         DataFormType::Submit,
         "http://jabber.org/protocol/pubsub#node_config",
-        vec![
-            Field::new("pubsub#persist_items", FieldType::Boolean).with_value("1"),
-            Field::text_single("pubsub#max_items", &max_items.to_string()),
-        ],
+        fields,
     );
     let req = PubSub::Create {
         create: pubsub::pubsub::Create {
@@ -144,20 +165,18 @@ pub(super) async fn create_node(
         },
         configure: Some(pubsub::pubsub::Configure { form: Some(form) }),
     };
-    let token = sender
-        .send_iq(Some(service.clone()), IqRequest::Set(req.into()))
-        .await;
-    match tokio::time::timeout(IQ_TIMEOUT, token).await {
-        Ok(Ok(IqResponse::Result(_))) => Ok(()),
-        // Someone else made it in the meantime.
-        Ok(Ok(IqResponse::Error(e))) if e.defined_condition == DefinedCondition::Conflict => Ok(()),
-        Ok(Ok(IqResponse::Error(e))) => Err(IqError::CreateRefused {
+    match iq(sender, service, IqRequest::Set(req.into()), "create").await? {
+        IqResponse::Result(_) => {
+            tracing::info!(node = %node_uri(&service.to_string(), node), "xmpp: node created");
+            Ok(())
+        }
+        // Someone else made it in the meantime, or it is there already.
+        IqResponse::Error(e) if e.defined_condition == DefinedCondition::Conflict => Ok(()),
+        IqResponse::Error(e) => Err(IqError::CreateRefused {
             node: node.to_string(),
             condition: format!("{:?}", e.defined_condition),
             service: service.to_string(),
         }),
-        Ok(Err(e)) => Err(stream("create", e)),
-        Err(_) => Err(IqError::Timeout("create")),
     }
 }
 

@@ -41,10 +41,11 @@ use crate::domain::herd::{Feed, Heads, HerdEvent};
 mod batch;
 mod requests;
 
+use super::requests::subscribe;
 use crate::station::{Command, HerdReport, LinkState, PeerView, StationHandle};
 use crate::sys::clock::now_ms;
 pub use batch::{Batch, NS, decode, encode, item_id, node};
-use requests::{iq, items, own_node, publish, subscribe};
+use requests::{iq, items, own_node, publish};
 
 /// Events in one item at most.
 pub const BATCH: usize = 256;
@@ -71,6 +72,18 @@ struct Peer {
 }
 
 impl Peer {
+    fn new(id: &str, jid: Jid, node: String) -> Peer {
+        Peer {
+            id: id.into(),
+            jid,
+            node,
+            subscribed: false,
+            held: Heads::default(),
+            since: now_ms(),
+            received: 0,
+        }
+    }
+
     fn view(&self, state: LinkState, error: Option<String>) -> PeerView {
         PeerView {
             address: format!("xmpp:{}", self.jid),
@@ -165,17 +178,16 @@ pub async fn run(
         .stations
         .iter()
         .filter(|s| s.id != me)
-        .filter_map(|s| {
-            let jid = s.jid.parse::<BareJid>().ok()?;
-            Some(Peer {
-                id: s.id.as_str().into(),
-                jid: Jid::from(jid),
-                node: node(&herd.id, &s.id),
-                subscribed: false,
-                held: Heads::default(),
-                since: now_ms(),
-                received: 0,
-            })
+        .filter_map(|s| match s.jid.parse::<BareJid>() {
+            Ok(jid) => Some(Peer::new(&s.id, Jid::from(jid), node(&herd.id, &s.id))),
+            Err(e) => {
+                tracing::error!(
+                    station = s.id,
+                    jid = s.jid,
+                    "herd over xmpp: not a JID ({e}); this station is not followed"
+                );
+                None
+            }
         })
         .collect();
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
@@ -225,30 +237,11 @@ async fn session(
         own_node_ready(&sender, &own_jid, &own_node, &members).await?;
         // What the node holds of this station's feeds: published already
         // (and, for a station restoring an empty log, its own feed back).
-        let mine: Arc<str> = me.into();
-        let mut published = Heads::default();
-        let own = items(&sender, &own_jid, &own_node, None).await?.unwrap_or_default();
-        take(station, &mine, &mut published, own).await.map_err(Failed)?;
-        let _ = station
-            .sender()
-            .send(Command::HerdStatus(HerdReport::Peer {
-                view: PeerView {
-                    address: format!("xmpp:{own_jid}"),
-                    station: Some(me.to_string()),
-                    state: LinkState::Up,
-                    since: now_ms(),
-                    rtt_ms: None,
-                    clock_offset_ms: None,
-                    skewed: false,
-                    error: None,
-                    sent: 0,
-                    received: 0,
-                    we_lack: 0,
-                    it_lacks: 0,
-                },
-                heads: Some(Arc::new(published.clone())),
-            }))
-            .await;
+        let mut own = Peer::new(me, own_jid.clone(), own_node.clone());
+        let held = items(&sender, &own_jid, &own_node, None).await?.unwrap_or_default();
+        take(station, &own.id, &mut own.held, held).await.map_err(Failed)?;
+        own.report(station, LinkState::Up, None).await;
+        let (mine, mut published) = (own.id, own.held);
         for p in peers.iter_mut() {
             resync(&sender, &bound, p, station, None).await?;
         }
@@ -365,7 +358,7 @@ async fn resync(
     max: Option<u32>,
 ) -> Result<(), Failed> {
     if !p.subscribed {
-        p.subscribed = subscribe(sender, bound, &p.jid, &p.node).await?;
+        p.subscribed = subscribe(sender, bound, &(p.jid.to_string(), p.node.clone())).await?;
         if !p.subscribed {
             p.report(
                 station,
@@ -381,6 +374,11 @@ async fn resync(
         p.since = now_ms();
     }
     let Some(got) = items(sender, &p.jid, &p.node, max).await? else {
+        // Subscribed, yet its items are refused (membership taken away?):
+        // say so, and subscribe again next time.
+        p.subscribed = false;
+        let why = format!("the server refuses to let this station read {}", p.node);
+        p.report(station, LinkState::Down, Some(why)).await;
         return Ok(());
     };
     let (gap, taken) = take(station, &p.id, &mut p.held, got)

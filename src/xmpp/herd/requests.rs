@@ -1,35 +1,18 @@
 //! The XEP-0060 requests of the herd's session: read a node's items,
 //! make this station's node (persistent, whitelisted to the herd), publish
-//! a batch, subscribe. Each IQ is bounded by the session's timeout.
+//! a batch, subscribe. Each IQ is bounded ([`iq`]).
 
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
-use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
+use tokio_xmpp::parsers::data_forms::{Field, FieldType};
 use tokio_xmpp::parsers::pubsub::{self, NodeName, PubSub};
-use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 use tokio_xmpp::{IqRequest, IqResponse};
 
 use super::MAX_ITEMS;
 use super::batch::{Batch, decode, encode, item_id};
-use crate::xmpp::IQ_TIMEOUT;
-use crate::xmpp::requests::{IqError, stream};
-
-pub(super) async fn iq(
-    sender: &tokio_xmpp::ClientSender,
-    to: &Jid,
-    req: IqRequest,
-    what: &'static str,
-) -> Result<IqResponse, IqError> {
-    let token = tokio::time::timeout(IQ_TIMEOUT, sender.send_iq(Some(to.clone()), req))
-        .await
-        .map_err(|_| IqError::Stalled)?;
-    match tokio::time::timeout(IQ_TIMEOUT, token).await {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(stream(what, e)),
-        Err(_) => Err(IqError::Timeout(what)),
-    }
-}
+pub(super) use crate::xmpp::requests::iq;
+use crate::xmpp::requests::{IqError, create_node};
 
 fn refused(what: impl Into<String>, e: &tokio_xmpp::parsers::stanza_error::StanzaError) -> IqError {
     IqError::Refused {
@@ -88,12 +71,12 @@ pub(super) async fn own_node(
     node: &str,
     members: &[BareJid],
 ) -> Result<(), IqError> {
-    let form = DataForm::new(
-        DataFormType::Submit,
-        "http://jabber.org/protocol/pubsub#node_config",
+    create_node(
+        sender,
+        me,
+        node,
+        MAX_ITEMS,
         vec![
-            Field::new("pubsub#persist_items", FieldType::Boolean).with_value("1"),
-            Field::text_single("pubsub#max_items", &MAX_ITEMS.to_string()),
             Field::new("pubsub#access_model", FieldType::ListSingle).with_value("whitelist"),
             Field::new("pubsub#publish_model", FieldType::ListSingle).with_value("publishers"),
             Field::new("pubsub#send_last_published_item", FieldType::ListSingle)
@@ -102,18 +85,8 @@ pub(super) async fn own_node(
             // a presence subscription, not the herd's subscriptions.
             Field::new("pubsub#presence_based_delivery", FieldType::Boolean).with_value("0"),
         ],
-    );
-    let create = PubSub::Create {
-        create: pubsub::pubsub::Create {
-            node: Some(NodeName(node.to_string())),
-        },
-        configure: Some(pubsub::pubsub::Configure { form: Some(form) }),
-    };
-    match iq(sender, me, IqRequest::Set(create.into()), "create").await? {
-        IqResponse::Result(_) => tracing::info!(node, "herd over xmpp: node created"),
-        IqResponse::Error(e) if e.defined_condition == DefinedCondition::Conflict => {}
-        IqResponse::Error(e) => return Err(refused(format!("creating {node}"), &e)),
-    }
+    )
+    .await?;
     let mut affiliations =
         Element::builder("affiliations", "http://jabber.org/protocol/pubsub#owner")
             .attr(xml_ncname!("node").into(), node);
@@ -155,23 +128,4 @@ pub(super) async fn publish(
         IqResponse::Result(_) => Ok(()),
         IqResponse::Error(e) => Err(refused(format!("publishing to {node}"), &e)),
     }
-}
-
-pub(super) async fn subscribe(
-    sender: &tokio_xmpp::ClientSender,
-    bound: &Jid,
-    at: &Jid,
-    node: &str,
-) -> Result<bool, IqError> {
-    let req = PubSub::Subscribe {
-        subscribe: Some(pubsub::pubsub::Subscribe {
-            jid: bound.clone(),
-            node: Some(NodeName(node.to_string())),
-        }),
-        options: None,
-    };
-    Ok(matches!(
-        iq(sender, at, IqRequest::Set(req.into()), "subscribe").await?,
-        IqResponse::Result(_)
-    ))
 }
