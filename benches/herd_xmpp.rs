@@ -40,7 +40,7 @@ async fn held(st: &Station, origin: &str) -> u64 {
 async fn main() {
     let quick = std::env::var_os("BENCH_QUICK").is_some();
     let dir = tempfile::tempdir().unwrap();
-    let server = Prosody::start_herd(dir.path(), &["x-a", "x-b"]);
+    let server = Prosody::start_herd(dir.path(), &["x-a", "x-b"], &[]);
     let direct = format!("127.0.0.1:{}", server.port);
     let proxy = Proxy::start(server.port).await;
     let ids = ["x-a", "x-b"];

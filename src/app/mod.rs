@@ -204,6 +204,7 @@ pub async fn start_with(
     if let Some(x) = &config.xmpp {
         tasks.push(tokio::spawn(crate::xmpp::run(
             x.clone(),
+            config.vote_publishers(),
             station.clone(),
             shutdown.clone(),
         )));

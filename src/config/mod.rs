@@ -378,6 +378,21 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 impl Config {
+    /// The other accounts that may publish votes to the nodes this station
+    /// creates: the herd's stations (their JIDs, from `[herd] stations`),
+    /// so that every station of a herd publishes its votes to the same
+    /// `vote/<poll>` nodes, whoever made them first.
+    #[must_use]
+    pub fn vote_publishers(&self) -> Vec<String> {
+        let own = self.xmpp.as_ref().map(|x| x.jid.as_str());
+        self.herd
+            .iter()
+            .flat_map(|h| &h.stations)
+            .filter(|s| s.id != self.station.id && Some(s.jid.as_str()) != own)
+            .map(|s| s.jid.clone())
+            .collect()
+    }
+
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {

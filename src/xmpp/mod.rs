@@ -42,7 +42,7 @@ use crate::config::{XmppConfig, XmppTls};
 use crate::domain::backoff::Backoff;
 use crate::station::{Command, NetState, OutboxItem, StationHandle, XmppState};
 use crate::sys::secret::{SecretError, SecretSource};
-use requests::{IqError, create_node, publish, remote_results, subscribe};
+use requests::{Affiliation, IqError, affiliate, create_node, publish, remote_results, subscribe};
 
 /// Publishes in flight at once: tokio-xmpp's stanza queue is 16 deep; with
 /// 64 in flight its client stalled for the 10 s IQ timeout again and again
@@ -134,8 +134,15 @@ enum Ended {
     Failed(String),
 }
 
-/// Publish and listen for as long as the station runs.
-pub async fn run(cfg: XmppConfig, station: StationHandle, shutdown: CancellationToken) {
+/// Publish and listen for as long as the station runs. `publishers`: the
+/// other accounts (JIDs) that may publish to the vote nodes this station
+/// creates (the herd's other stations).
+pub async fn run(
+    cfg: XmppConfig,
+    publishers: Vec<String>,
+    station: StationHandle,
+    shutdown: CancellationToken,
+) {
     // Exactly one rustls provider is compiled in; make it the default.
     let _ = tokio_xmpp::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut reporter = Reporter {
@@ -159,6 +166,19 @@ pub async fn run(cfg: XmppConfig, station: StationHandle, shutdown: Cancellation
             return;
         }
     };
+    let publishers: Vec<BareJid> = publishers
+        .iter()
+        .filter_map(|j| match j.parse() {
+            Ok(j) => Some(j),
+            Err(e) => {
+                tracing::error!(
+                    jid = j,
+                    "xmpp: not a JID ({e}); it may not publish votes here"
+                );
+                None
+            }
+        })
+        .collect();
     let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     loop {
         if !wait_for_network(&station, &mut reporter, &shutdown).await {
@@ -174,7 +194,16 @@ pub async fn run(cfg: XmppConfig, station: StationHandle, shutdown: Cancellation
                 return;
             }
         };
-        let ended = session(c, &cfg, &station, &mut reporter, &mut backoff, &shutdown).await;
+        let ended = session(
+            c,
+            &cfg,
+            &publishers,
+            &station,
+            &mut reporter,
+            &mut backoff,
+            &shutdown,
+        )
+        .await;
         match ended {
             Ended::Shutdown => return,
             Ended::Offline => {}
@@ -225,12 +254,49 @@ async fn wait_for_network(
     }
 }
 
+/// Make the vote node `node` (if it is not there) and, if this station owns
+/// it, make the herd's other stations its publishers. A service that does
+/// not let this account create nodes, or a node owned by another station,
+/// is not an error here: publishing says what is wrong, if anything.
+async fn share_vote_node(
+    sender: &tokio_xmpp::ClientSender,
+    service: &Jid,
+    node: &str,
+    max_items: u32,
+    publishers: &[BareJid],
+) -> Result<(), IqError> {
+    match create_node(sender, service, node, max_items, Vec::new()).await {
+        Ok(_) => {}
+        Err(e @ IqError::CreateRefused { .. }) => {
+            tracing::debug!(node, "xmpp: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    }
+    match affiliate(sender, service, node, publishers, Affiliation::Publisher).await {
+        Ok(()) => {
+            tracing::info!(
+                node,
+                publishers = publishers.len(),
+                "xmpp: the herd's stations may publish votes here"
+            );
+            Ok(())
+        }
+        Err(e @ IqError::Refused { .. }) => {
+            tracing::debug!(node, "xmpp: {e} (another station owns it)");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 type Publishing =
     std::pin::Pin<Box<dyn Future<Output = (OutboxItem, Result<IqResponse, IqError>)> + Send>>;
 
 async fn session(
     client: Client,
     cfg: &XmppConfig,
+    publishers: &[BareJid],
     station: &StationHandle,
     reporter: &mut Reporter,
     backoff: &mut Backoff,
@@ -253,6 +319,24 @@ async fn session(
             Ok(true) => {}
             Ok(false) => unsubscribed.push(sub),
             Err(e) => return Ended::Failed(e.to_string()),
+        }
+    }
+    // A herd shares the vote nodes: each exists before anyone publishes
+    // (ejabberd would make it on the first publish, with only that station
+    // as publisher), and the one who owns it lets the others publish.
+    if !publishers.is_empty() {
+        let nodes: Vec<String> = station
+            .snapshot()
+            .polls
+            .iter()
+            .map(|p| format!("{}{}", cfg.node_prefix, p.def.id))
+            .collect();
+        for node in nodes {
+            if let Err(e) =
+                share_vote_node(&sender, &service, &node, cfg.max_items, publishers).await
+            {
+                return Ended::Failed(e.to_string());
+            }
         }
     }
     let online = |unsubscribed: usize| {
@@ -339,7 +423,12 @@ async fn session(
                     }
                     Ok(IqResponse::Error(e)) if e.defined_condition == DefinedCondition::ItemNotFound => {
                         tracing::info!(node = %item.node, "xmpp: node does not exist; creating it");
-                        if let Err(e) = create_node(&sender, &service, &item.node, cfg.max_items, Vec::new()).await {
+                        let made = match create_node(&sender, &service, &item.node, cfg.max_items, Vec::new()).await {
+                            Ok(made) => made,
+                            Err(e) => break Ended::Failed(e.to_string()),
+                        };
+                        // The herd's other stations publish their votes here too.
+                        if made && let Err(e) = affiliate(&sender, &service, &item.node, publishers, Affiliation::Publisher).await {
                             break Ended::Failed(e.to_string());
                         }
                         // Publish this one again; later items of the same

@@ -6,7 +6,7 @@
 use futures_util::FutureExt;
 use tokio_xmpp::IqRequest;
 use tokio_xmpp::IqResponse;
-use tokio_xmpp::jid::Jid;
+use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::pubsub::{self, NodeName, PubSub};
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
@@ -136,15 +136,76 @@ pub(super) async fn iq(
     }
 }
 
+pub(super) fn refused(
+    what: impl Into<String>,
+    e: &tokio_xmpp::parsers::stanza_error::StanzaError,
+) -> IqError {
+    IqError::Refused {
+        what: what.into(),
+        condition: format!(
+            "{:?} {}",
+            e.defined_condition,
+            e.texts.values().next().map_or("", String::as_str)
+        ),
+    }
+}
+
+/// What an affiliation lets another account do with a node (XEP-0060 §4.1).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Affiliation {
+    /// Subscribe to it and read its items (whitelist access).
+    Member,
+    /// Publish to it too.
+    Publisher,
+}
+
+/// As the node's owner: give `jids` this affiliation with `node`
+/// (XEP-0060 §8.9.2).
+pub(super) async fn affiliate(
+    sender: &tokio_xmpp::ClientSender,
+    service: &Jid,
+    node: &str,
+    jids: &[BareJid],
+    affiliation: Affiliation,
+) -> Result<(), IqError> {
+    use tokio_xmpp::minidom::rxml::xml_ncname;
+    const NS_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+    let name = match affiliation {
+        Affiliation::Member => "member",
+        Affiliation::Publisher => "publisher",
+    };
+    if jids.is_empty() {
+        return Ok(());
+    }
+    let mut affiliations =
+        Element::builder("affiliations", NS_OWNER).attr(xml_ncname!("node").into(), node);
+    for j in jids {
+        affiliations = affiliations.append(
+            Element::builder("affiliation", NS_OWNER)
+                .attr(xml_ncname!("jid").into(), j.to_string())
+                .attr(xml_ncname!("affiliation").into(), name)
+                .build(),
+        );
+    }
+    let req = Element::builder("pubsub", NS_OWNER)
+        .append(affiliations.build())
+        .build();
+    match iq(sender, service, IqRequest::Set(req), "affiliations").await? {
+        IqResponse::Result(_) => Ok(()),
+        IqResponse::Error(e) => Err(refused(format!("making {name}s of {node}"), &e)),
+    }
+}
+
 /// Create `node` on `service` with persistent items, at most `max_items`
 /// of them, and the `more` settings; a node that exists already is fine.
+/// True when this call created it (so its owner is this account).
 pub(super) async fn create_node(
     sender: &tokio_xmpp::ClientSender,
     service: &Jid,
     node: &str,
     max_items: u32,
     more: Vec<tokio_xmpp::parsers::data_forms::Field>,
-) -> Result<(), IqError> {
+) -> Result<bool, IqError> {
     use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
     // Keep the latest items (a results site or a catching-up station reads
     // them back); not "max": Prosody's file storage rewrites a node's items
@@ -168,10 +229,10 @@ pub(super) async fn create_node(
     match iq(sender, service, IqRequest::Set(req.into()), "create").await? {
         IqResponse::Result(_) => {
             tracing::info!(node = %node_uri(&service.to_string(), node), "xmpp: node created");
-            Ok(())
+            Ok(true)
         }
         // Someone else made it in the meantime, or it is there already.
-        IqResponse::Error(e) if e.defined_condition == DefinedCondition::Conflict => Ok(()),
+        IqResponse::Error(e) if e.defined_condition == DefinedCondition::Conflict => Ok(false),
         IqResponse::Error(e) => Err(IqError::CreateRefused {
             node: node.to_string(),
             condition: format!("{:?}", e.defined_condition),

@@ -123,7 +123,8 @@ pub async fn converged(
     members: &[&Station],
     within: Duration,
 ) -> (BTreeMap<(String, u64), usize>, BTreeMap<String, Value>) {
-    let deadline = tokio::time::Instant::now() + within.max(WAIT);
+    let start = tokio::time::Instant::now();
+    let deadline = start + within.max(WAIT);
     loop {
         let mut all = Vec::new();
         for st in members {
@@ -143,6 +144,12 @@ pub async fn converged(
             seqs.iter().enumerate().all(|(i, s)| *s == i as u64 + 1)
         });
         if same && once && gapless {
+            println!(
+                "converged: {} taps at {} stations in {:?}",
+                first.0.len(),
+                members.len(),
+                start.elapsed()
+            );
             return first.clone();
         }
         if tokio::time::Instant::now() > deadline {
@@ -151,18 +158,28 @@ pub async fn converged(
             for st in members {
                 herd.push(st.get("/api/v1/herd").await.1);
             }
+            // What each station said about its herd links, last lines first.
+            let said: Vec<String> = members
+                .iter()
+                .map(|st| {
+                    let out = st.output();
+                    let lines: Vec<&str> = out.lines().filter(|l| l.contains("herd")).collect();
+                    lines[lines.len().saturating_sub(30)..].join("\n")
+                })
+                .collect();
             panic!(
-                "the herd did not converge: taps held {sizes:?}, same {same}, once {once}, gapless {gapless}\ntallies {:#?}\nherd {:#?}",
+                "the herd did not converge: taps held {sizes:?}, same {same}, once {once}, gapless {gapless}\ntallies {:#?}\nherd {:#?}\nlogs:\n{}",
                 all.iter().map(|h| &h.1).collect::<Vec<_>>(),
-                herd
+                herd,
+                said.join("\n----\n")
             );
         }
-        // Follow the first station's events until something changes there
-        // (or a second passes), then look again.
+        // Follow the first station's events until a tap arrives there (or
+        // a second passes), then look again. (The stream opens with the
+        // state as it is: that is no change.)
         let mut sse = super::Sse::connect(&members[0].url("/api/v1/events")).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            sse.next().await;
-            sse.next().await
+            while sse.next().await.0 != "tap" {}
         })
         .await;
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::Value;
 
+pub mod ejabberd;
 pub mod herd;
 pub mod prosody;
 pub mod proxy;
@@ -408,6 +409,15 @@ pub fn wait_exit(mut child: Child) -> std::process::ExitStatus {
 pub struct Sse {
     rx: tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
     backlog: std::collections::VecDeque<(String, Value)>,
+    /// The task reading the stream: aborted on drop, so the connection
+    /// closes with the `Sse` (not at the next event the station sends).
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Sse {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl Sse {
@@ -427,7 +437,7 @@ impl Sse {
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 200);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut stream = resp.bytes_stream();
             let mut buf = String::new();
             while let Some(Ok(chunk)) = stream.next().await {
@@ -462,6 +472,7 @@ impl Sse {
         Sse {
             rx,
             backlog: std::collections::VecDeque::new(),
+            reader: reader.abort_handle(),
         }
     }
 

@@ -41,22 +41,33 @@ impl Prosody {
                 "storage = {{ accounts = \"internal\"; pubsub_nodes = \"{storage}\"; pubsub_data = \"{storage}\"; }}"
             ),
             &["station", "watcher"],
+            &[],
         )
     }
 
     /// For a herd: every store in SQLite (`lua-dbi-sqlite3`: the file
     /// store rewrites a node per publish), PEP nodes of up to 10,000 items,
-    /// and these users.
-    pub fn start_herd(dir: &Path, users: &[&str]) -> Prosody {
+    /// the `herd`'s stations (admins of the votes' pubsub component, as
+    /// `xmpp-server/prosody-herd.cfg.lua` says: Prosody lets only admins
+    /// make nodes there) and `others` (plain accounts).
+    pub fn start_herd(dir: &Path, herd: &[&str], others: &[&str]) -> Prosody {
+        let users: Vec<&str> = herd.iter().chain(others).copied().collect();
         Self::start_setup(
             dir,
             false,
             "storage = \"sql\"\nsql = { driver = \"SQLite3\"; database = \"prosody.sqlite\"; }\npep_max_items = 10000",
-            users,
+            &users,
+            herd,
         )
     }
 
-    fn start_setup(dir: &Path, tls: bool, storage: &str, users: &[&str]) -> Prosody {
+    fn start_setup(
+        dir: &Path,
+        tls: bool,
+        storage: &str,
+        users: &[&str],
+        pubsub_admins: &[&str],
+    ) -> Prosody {
         let dir = dir.join("prosody");
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let port = free_port();
@@ -100,7 +111,13 @@ VirtualHost "localhost"
 Component "pubsub.localhost" "pubsub"
   autocreate_on_publish = false
   pubsub_max_items = 10000
-"#
+  admins = {{ {} }}
+"#,
+                pubsub_admins
+                    .iter()
+                    .map(|u| format!("\"{u}@localhost\""))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
         )
         .unwrap();

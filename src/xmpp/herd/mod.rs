@@ -22,7 +22,7 @@
 //! One connection of its own (the vote publisher keeps its own): a backlog
 //! of herd events never holds up the votes' items, and the other way round.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,13 +45,17 @@ use super::requests::subscribe;
 use crate::station::{Command, HerdReport, LinkState, PeerView, StationHandle};
 use crate::sys::clock::now_ms;
 pub use batch::{Batch, NS, decode, encode, item_id, node};
-use requests::{iq, items, own_node, publish};
+use requests::{iq, items, publish};
 
 /// Events in one item at most.
 pub const BATCH: usize = 256;
 /// Items a herd node keeps (the server's own cap may be lower: Prosody's
 /// `pep_max_items`, ejabberd's `max_items_node`): 10,000 × 256 events.
 pub const MAX_ITEMS: u32 = 10_000;
+/// Back-off between sessions: short, so a station is back within about a
+/// second of its server (the herd converges soon after); jittered.
+const REDIAL_FIRST: Duration = Duration::from_millis(250);
+const REDIAL_MAX: Duration = Duration::from_secs(2);
 /// Newest items fetched from every peer now and then.
 const RESYNC_EVERY: Duration = Duration::from_secs(30);
 const RESYNC_ITEMS: u32 = 8;
@@ -190,7 +194,7 @@ pub async fn run(
             }
         })
         .collect();
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
+    let mut backoff = Backoff::new(REDIAL_FIRST, REDIAL_MAX);
     loop {
         let c = match client(&xcfg, &jid, &password) {
             Ok(c) => c,
@@ -202,7 +206,9 @@ pub async fn run(
             Ended::Offline => "network offline".to_string(),
             Ended::Failed(e) => e,
         };
-        let wait = backoff.fail();
+        // Jittered: the stations of a herd that lost one server (or a
+        // cluster node) do not all come back in the same instant.
+        let wait = backoff.fail().mul_f64(rand::random_range(0.5..=1.0));
         tracing::warn!(error = %why, retry_in_ms = wait.as_millis(), "herd over xmpp: session ended");
         for p in &mut peers {
             p.subscribed = false;
@@ -230,99 +236,206 @@ async fn session(
         Ok(j) => j,
         Err(e) => return e,
     };
-    let own_jid = Jid::from(bound.to_bare());
-    let own_node = node(&herd.id, me);
-    let members: Vec<BareJid> = peers.iter().map(|p| p.jid.to_bare()).collect();
-    let ended = async {
-        own_node_ready(&sender, &own_jid, &own_node, &members).await?;
-        // What the node holds of this station's feeds: published already
-        // (and, for a station restoring an empty log, its own feed back).
-        let mut own = Peer::new(me, own_jid.clone(), own_node.clone());
-        let held = items(&sender, &own_jid, &own_node, None).await?.unwrap_or_default();
-        take(station, &own.id, &mut own.held, held).await.map_err(Failed)?;
-        own.report(station, LinkState::Up, None).await;
-        let (mine, mut published) = (own.id, own.held);
-        for p in peers.iter_mut() {
-            resync(&sender, &bound, p, station, None).await?;
-        }
-        backoff.reset();
-        tracing::info!(jid = %bound, node = own_node, peers = peers.len(), "herd over xmpp: online");
-        let mut heads = station.heads();
-        let mut resync_every = tokio::time::interval_at(Instant::now() + RESYNC_EVERY, RESYNC_EVERY);
-        let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
-        let mut retry = tokio::time::interval_at(Instant::now() + RETRY_EVERY, RETRY_EVERY);
-        loop {
-            // Publish what this station holds beyond what its node holds,
-            // a batch at a time (notifications are read in between).
-            let mut pending = false;
-            for feed in Feed::ALL {
-                let held = heads.borrow_and_update().get(me, feed);
-                let done = published.get(me, feed);
-                if held <= done {
-                    continue;
-                }
-                let events = station
-                    .feed_after(mine.clone(), feed, done, BATCH)
-                    .await
-                    .map_err(|e| Failed(format!("cannot read this station's feed: {e}")))?;
-                let (Some(first), Some(last)) = (events.first(), events.last()) else {
-                    continue;
-                };
-                let b = Batch {
-                    origin: me.to_string(),
-                    feed,
-                    first: first.position().2,
-                    last: last.position().2,
-                    events,
-                };
-                publish(&sender, &own_jid, &own_node, &b).await?;
-                tracing::debug!(feed = %feed, first = b.first, last = b.last, "herd over xmpp: published");
-                published.set(mine.clone(), feed, b.last);
-                pending |= b.last < held;
-            }
-            if pending {
-                continue;
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(Ended::Shutdown),
-                r = heads.changed() => if r.is_err() { return Ok(Ended::Shutdown) },
-                _ = retry.tick(), if peers.iter().any(|p| !p.subscribed) => {
-                    for p in peers.iter_mut().filter(|p| !p.subscribed) {
-                        resync(&sender, &bound, p, station, None).await?;
-                    }
-                }
-                _ = resync_every.tick() => {
-                    for p in peers.iter_mut() {
-                        resync(&sender, &bound, p, station, Some(RESYNC_ITEMS)).await?;
-                    }
-                }
-                _ = ping.tick() => {
-                    let ping = tokio_xmpp::parsers::ping::Ping;
-                    let to = Jid::from(bound.domain().to_owned());
-                    iq(&sender, &to, IqRequest::Get(ping.into()), "ping").await?;
-                }
-                ev = events.next() => match ev {
-                    None => return Err(Failed("the client stopped".into())),
-                    Some(Event::Disconnected(e)) => return Err(Failed(format!("connection lost: {e}"))),
-                    Some(Event::Online { .. }) => {
-                        // Reconnected under us: subscriptions and what was in
-                        // flight may be gone; start the session afresh.
-                        return Err(Failed("the connection was re-established".into()));
-                    }
-                    Some(Event::Stanza(Stanza::Message(m))) => {
-                        notified(&sender, &bound, peers, station, &m).await?;
-                    }
-                    Some(Event::Stanza(_)) => {}
-                },
-            }
-        }
-    }
-    .await;
-    let client = tokio_xmpp::Client::reunite(sender, events);
+    let mut link = Link {
+        sender,
+        watch: Watch {
+            events,
+            backlog: VecDeque::new(),
+        },
+        bound,
+    };
+    let ended = serve(&mut link, herd, me, peers, station, backoff, shutdown).await;
+    let client = tokio_xmpp::Client::reunite(link.sender, link.watch.events);
     let _ = tokio::time::timeout(Duration::from_secs(2), client.send_end()).await;
     match ended {
         Ok(e) => e,
         Err(Failed(e)) => Ended::Failed(e),
+    }
+}
+
+/// One session's connection: the sending half, and the receiving half
+/// watched while a request is in flight.
+struct Link {
+    sender: tokio_xmpp::ClientSender,
+    watch: Watch,
+    bound: Jid,
+}
+
+/// The receiving half of the connection and the notifications read while
+/// waiting for an answer (applied once the session is free again).
+struct Watch {
+    events: tokio_xmpp::ClientReceiver,
+    backlog: VecDeque<tokio_xmpp::parsers::message::Message>,
+}
+
+impl Watch {
+    /// Wait for `request` while watching the connection: when it drops or
+    /// tokio-xmpp re-establishes it under us (the answer would never come),
+    /// the session ends at once, not at the request's timeout. Both halves
+    /// are polled by this one task: tokio-xmpp's receiver does not wake a
+    /// second task waiting on it while the sender holds the client.
+    async fn during<T>(
+        &mut self,
+        request: impl Future<Output = Result<T, IqError>>,
+    ) -> Result<T, Failed> {
+        tokio::pin!(request);
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut request => return r.map_err(Failed::from),
+                ev = self.events.next() => match ev {
+                    Some(Event::Stanza(Stanza::Message(m))) => self.backlog.push_back(m),
+                    Some(Event::Stanza(_)) => {}
+                    other => return Err(lost(other)),
+                },
+            }
+        }
+    }
+}
+
+/// Why the connection ended, from the event that said so.
+fn lost(ev: Option<Event>) -> Failed {
+    Failed(match ev {
+        None => "the client stopped".into(),
+        Some(Event::Disconnected(e)) => format!("connection lost: {e}"),
+        // Reconnected under us: subscriptions and what was in flight may
+        // be gone; the session starts afresh.
+        Some(Event::Online { .. }) => "the connection was re-established".into(),
+        Some(Event::Stanza(_)) => "unexpected stanza".into(),
+    })
+}
+
+/// What woke the session.
+enum Woken {
+    Shutdown,
+    /// This station's heads moved, or nothing to do.
+    Heads,
+    Retry,
+    Resync,
+    Ping,
+    Notified(Box<tokio_xmpp::parsers::message::Message>),
+    Lost(Failed),
+}
+
+async fn serve(
+    link: &mut Link,
+    herd: &HerdConfig,
+    me: &str,
+    peers: &mut [Peer],
+    station: &StationHandle,
+    backoff: &mut Backoff,
+    shutdown: &CancellationToken,
+) -> Result<Ended, Failed> {
+    let own_jid = Jid::from(link.bound.to_bare());
+    let own_node = node(&herd.id, me);
+    let members: Vec<BareJid> = peers.iter().map(|p| p.jid.to_bare()).collect();
+    link.watch
+        .during(requests::own_node(&link.sender, &own_jid, &own_node, &members))
+        .await
+        .map_err(|Failed(e)| {
+            Failed(format!(
+                "{e} (the herd's node lives on this account's PEP service: does the server have PEP with persistent items?)"
+            ))
+        })?;
+    // What the node holds of this station's feeds: published already
+    // (and, for a station restoring an empty log, its own feed back).
+    let mut own = Peer::new(me, own_jid.clone(), own_node.clone());
+    let held = link
+        .watch
+        .during(items(&link.sender, &own_jid, &own_node, None))
+        .await?
+        .unwrap_or_default();
+    take(station, &own.id, &mut own.held, held)
+        .await
+        .map_err(Failed)?;
+    own.report(station, LinkState::Up, None).await;
+    let (mine, mut published) = (own.id, own.held);
+    for p in peers.iter_mut() {
+        resync(link, p, station, None).await?;
+    }
+    backoff.reset();
+    tracing::info!(jid = %link.bound, node = own_node, peers = peers.len(), "herd over xmpp: online");
+    let mut heads = station.heads();
+    let mut resync_every = tokio::time::interval_at(Instant::now() + RESYNC_EVERY, RESYNC_EVERY);
+    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    let mut retry = tokio::time::interval_at(Instant::now() + RETRY_EVERY, RETRY_EVERY);
+    loop {
+        // Notifications that came while a request was in flight.
+        while let Some(m) = link.watch.backlog.pop_front() {
+            notified(link, peers, station, &m).await?;
+        }
+        // Publish what this station holds beyond what its node holds,
+        // a batch at a time (notifications are read in between).
+        let mut pending = false;
+        // What this station holds now, read once: a head that moves while
+        // a batch is being published wakes the loop again (`changed`).
+        let holds = {
+            let h = heads.borrow_and_update();
+            Feed::ALL.map(|f| (f, h.get(me, f)))
+        };
+        for (feed, held) in holds {
+            let done = published.get(me, feed);
+            if held <= done {
+                continue;
+            }
+            let events = station
+                .feed_after(mine.clone(), feed, done, BATCH)
+                .await
+                .map_err(|e| Failed(format!("cannot read this station's feed: {e}")))?;
+            let (Some(first), Some(last)) = (events.first(), events.last()) else {
+                continue;
+            };
+            let b = Batch {
+                origin: me.to_string(),
+                feed,
+                first: first.position().2,
+                last: last.position().2,
+                events,
+            };
+            link.watch
+                .during(publish(&link.sender, &own_jid, &own_node, &b))
+                .await?;
+            tracing::debug!(feed = %feed, first = b.first, last = b.last, "herd over xmpp: published");
+            published.set(mine.clone(), feed, b.last);
+            pending |= b.last < held;
+        }
+        if pending || !link.watch.backlog.is_empty() {
+            continue;
+        }
+        let woken = tokio::select! {
+            () = shutdown.cancelled() => Woken::Shutdown,
+            r = heads.changed() => if r.is_err() { Woken::Shutdown } else { Woken::Heads },
+            _ = retry.tick(), if peers.iter().any(|p| !p.subscribed) => Woken::Retry,
+            _ = resync_every.tick() => Woken::Resync,
+            _ = ping.tick() => Woken::Ping,
+            ev = link.watch.events.next() => match ev {
+                Some(Event::Stanza(Stanza::Message(m))) => Woken::Notified(Box::new(m)),
+                Some(Event::Stanza(_)) => Woken::Heads,
+                other => Woken::Lost(lost(other)),
+            },
+        };
+        match woken {
+            Woken::Shutdown => return Ok(Ended::Shutdown),
+            Woken::Heads => {}
+            Woken::Retry => {
+                for p in peers.iter_mut().filter(|p| !p.subscribed) {
+                    resync(link, p, station, None).await?;
+                }
+            }
+            Woken::Resync => {
+                for p in peers.iter_mut() {
+                    resync(link, p, station, Some(RESYNC_ITEMS)).await?;
+                }
+            }
+            Woken::Ping => {
+                let ping = tokio_xmpp::parsers::ping::Ping;
+                let to = Jid::from(link.bound.domain().to_owned());
+                let req = iq(&link.sender, &to, IqRequest::Get(ping.into()), "ping");
+                link.watch.during(req).await?;
+            }
+            Woken::Notified(m) => notified(link, peers, station, &m).await?,
+            Woken::Lost(why) => return Err(why),
+        }
     }
 }
 
@@ -335,30 +448,20 @@ impl From<IqError> for Failed {
     }
 }
 
-async fn own_node_ready(
-    sender: &tokio_xmpp::ClientSender,
-    me: &Jid,
-    node: &str,
-    members: &[BareJid],
-) -> Result<(), Failed> {
-    own_node(sender, me, node, members).await.map_err(|e| {
-        Failed(format!(
-            "{e} (the herd's node lives on this account's PEP service: does the server have PEP with persistent items?)"
-        ))
-    })
-}
-
 /// Subscribe to a peer's node if not yet, and fetch its items (the newest
 /// `max`, or all; all again if those show a gap).
 async fn resync(
-    sender: &tokio_xmpp::ClientSender,
-    bound: &Jid,
+    link: &mut Link,
     p: &mut Peer,
     station: &StationHandle,
     max: Option<u32>,
 ) -> Result<(), Failed> {
     if !p.subscribed {
-        p.subscribed = subscribe(sender, bound, &(p.jid.to_string(), p.node.clone())).await?;
+        let what = (p.jid.to_string(), p.node.clone());
+        p.subscribed = link
+            .watch
+            .during(subscribe(&link.sender, &link.bound, &what))
+            .await?;
         if !p.subscribed {
             p.report(
                 station,
@@ -373,7 +476,11 @@ async fn resync(
         }
         p.since = now_ms();
     }
-    let Some(got) = items(sender, &p.jid, &p.node, max).await? else {
+    let Some(got) = link
+        .watch
+        .during(items(&link.sender, &p.jid, &p.node, max))
+        .await?
+    else {
         // Subscribed, yet its items are refused (membership taken away?):
         // say so, and subscribe again next time.
         p.subscribed = false;
@@ -386,7 +493,9 @@ async fn resync(
         .map_err(Failed)?;
     p.received += taken;
     if gap && max.is_some() {
-        let all = items(sender, &p.jid, &p.node, None)
+        let all = link
+            .watch
+            .during(items(&link.sender, &p.jid, &p.node, None))
             .await?
             .unwrap_or_default();
         let (_, taken) = take(station, &p.id, &mut p.held, all)
@@ -401,8 +510,7 @@ async fn resync(
 /// A notification: the batches of a peer's node, applied; a gap fetches
 /// the node's items.
 async fn notified(
-    sender: &tokio_xmpp::ClientSender,
-    bound: &Jid,
+    link: &mut Link,
     peers: &mut [Peer],
     station: &StationHandle,
     m: &tokio_xmpp::parsers::message::Message,
@@ -427,6 +535,7 @@ async fn notified(
         })
         .collect();
     for (node, batches) in found {
+        tracing::debug!(from = %from, node, batches = batches.len(), "herd over xmpp: notified");
         let Some(p) = peers
             .iter_mut()
             .find(|p| p.jid.to_bare() == from && p.node == node)
@@ -442,7 +551,7 @@ async fn notified(
                 node = p.node,
                 "herd over xmpp: a gap in the notifications; fetching the node"
             );
-            resync(sender, bound, p, station, None).await?;
+            resync(link, p, station, None).await?;
         } else {
             p.report(station, LinkState::Up, None).await;
         }

@@ -3,8 +3,6 @@
 //! a batch, subscribe. Each IQ is bounded ([`iq`]).
 
 use tokio_xmpp::jid::{BareJid, Jid};
-use tokio_xmpp::minidom::Element;
-use tokio_xmpp::minidom::rxml::xml_ncname;
 use tokio_xmpp::parsers::data_forms::{Field, FieldType};
 use tokio_xmpp::parsers::pubsub::{self, NodeName, PubSub};
 use tokio_xmpp::{IqRequest, IqResponse};
@@ -12,18 +10,7 @@ use tokio_xmpp::{IqRequest, IqResponse};
 use super::MAX_ITEMS;
 use super::batch::{Batch, decode, encode, item_id};
 pub(super) use crate::xmpp::requests::iq;
-use crate::xmpp::requests::{IqError, create_node};
-
-fn refused(what: impl Into<String>, e: &tokio_xmpp::parsers::stanza_error::StanzaError) -> IqError {
-    IqError::Refused {
-        what: what.into(),
-        condition: format!(
-            "{:?} {}",
-            e.defined_condition,
-            e.texts.values().next().map_or("", String::as_str)
-        ),
-    }
-}
+use crate::xmpp::requests::{Affiliation, IqError, affiliate, create_node, refused};
 
 /// The batches a node holds (the newest `max`, or all); `None` when the
 /// node does not exist or may not be read (yet).
@@ -87,24 +74,7 @@ pub(super) async fn own_node(
         ],
     )
     .await?;
-    let mut affiliations =
-        Element::builder("affiliations", "http://jabber.org/protocol/pubsub#owner")
-            .attr(xml_ncname!("node").into(), node);
-    for m in members {
-        affiliations = affiliations.append(
-            Element::builder("affiliation", "http://jabber.org/protocol/pubsub#owner")
-                .attr(xml_ncname!("jid").into(), m.to_string())
-                .attr(xml_ncname!("affiliation").into(), "member")
-                .build(),
-        );
-    }
-    let req = Element::builder("pubsub", "http://jabber.org/protocol/pubsub#owner")
-        .append(affiliations.build())
-        .build();
-    match iq(sender, me, IqRequest::Set(req), "affiliations").await? {
-        IqResponse::Result(_) => Ok(()),
-        IqResponse::Error(e) => Err(refused(format!("making the herd members of {node}"), &e)),
-    }
+    affiliate(sender, me, node, members, Affiliation::Member).await
 }
 
 pub(super) async fn publish(
