@@ -187,6 +187,10 @@ async fn three_stations_through_an_ejabberd_cluster_heal_a_node_restart() {
     let (held, _) = converged(&[&a, &b, &c], Duration::from_secs(3)).await;
     all_answered_are_held(&held, &answered(&top));
     votes_published(&[&a, &b, &c]).await;
+    // The herd's items are in the cluster's SQL store, not in one node.
+    let items = cluster.sql_rows("pubsub_item");
+    println!("pubsub items in PostgreSQL: {items}");
+    assert!(items >= 3, "{items} pubsub items in SQL");
     let port = cluster.port(1);
     outsider_is_refused(port, &[&a, &b, &c]).await;
 }

@@ -36,8 +36,12 @@ c2s_require_encryption = true
 VirtualHost "poll.example.org"
 
 -- The votes' results nodes ([xmpp] pubsub = "pubsub.poll.example.org"):
--- the stations' accounts must be allowed to create nodes there, which
--- Prosody 0.12 allows only to admins (admins = { ... } above this line).
+-- every station of the herd publishes its votes to the same vote/<poll>
+-- nodes. Prosody 0.12 lets only admins make nodes there, and an admin owns
+-- every node of the component, so the herd's stations are made admins of
+-- this component only (not of the VirtualHost): the herd's own nodes stay
+-- on each station's PEP, where only that station publishes.
 Component "pubsub.poll.example.org" "pubsub"
 	autocreate_on_publish = false
 	pubsub_max_items = 10000
+	admins = { "hall-a@poll.example.org"; "hall-b@poll.example.org"; "hall-c@poll.example.org" }

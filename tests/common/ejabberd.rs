@@ -1,12 +1,16 @@
 //! A real two-node ejabberd cluster (Debian's 23.01) on loopback for
 //! tests: each node its own Erlang node name, spool, log directory and
 //! client port; the second joins the first with `ejabberdctl
-//! join_cluster`; mnesia (replicated by the cluster) holds accounts and
-//! pubsub items. A node can be killed hard and started again on the same
-//! spool, when it rejoins the cluster by itself.
+//! join_cluster`. Accounts and pubsub (nodes, items, subscriptions) live
+//! in a PostgreSQL (Debian's 15, its own data directory and port) that both
+//! nodes share, as `xmpp-server/ejabberd-herd.yml` says; mnesia (replicated
+//! by the cluster) keeps the rest (sessions, routes). A node can be killed
+//! hard and started again on the same spool, when it rejoins the cluster
+//! by itself.
 //!
 //! `ejabberdctl` runs only as root or as the `ejabberd` user (it then runs
-//! the node as `ejabberd`), so the node directories belong to that user.
+//! the node as `ejabberd`), so the node directories belong to that user;
+//! PostgreSQL runs as `postgres`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,11 +27,113 @@ struct Node {
 
 pub struct Cluster {
     nodes: Vec<Node>,
+    sql: Postgres,
+}
+
+/// The cluster's SQL database: a PostgreSQL server of its own.
+struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+}
+
+const SQL_PASSWORD: &str = "herd-test";
+
+impl Postgres {
+    /// A fresh database `ejabberd` (user `ejabberd`) with ejabberd's schema.
+    fn start(dir: &Path) -> Postgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL (apt install postgresql)")
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("initdb").exists())
+            .expect("PostgreSQL's initdb (apt install postgresql)");
+        std::fs::create_dir_all(dir).unwrap();
+        chown("postgres:postgres", dir);
+        let pg = Postgres {
+            bin,
+            data: dir.join("data"),
+            port: free_port(),
+        };
+        pg.as_postgres(&format!(
+            "{} -D {} -A trust -U postgres --no-sync",
+            pg.bin.join("initdb").display(),
+            pg.data.display()
+        ));
+        pg.as_postgres(&format!(
+            "{} -D {} -w -l {}/log -o '-p {} -k {} -c listen_addresses=127.0.0.1' start",
+            pg.bin.join("pg_ctl").display(),
+            pg.data.display(),
+            dir.display(),
+            pg.port,
+            dir.display()
+        ));
+        pg.psql(
+            "postgres",
+            &[
+                "-c",
+                &format!("CREATE USER ejabberd PASSWORD '{SQL_PASSWORD}'"),
+                "-c",
+                "CREATE DATABASE ejabberd OWNER ejabberd",
+            ],
+        );
+        pg.psql("ejabberd", &["-f", "/usr/share/ejabberd/sql/pg.sql"]);
+        pg
+    }
+
+    fn as_postgres(&self, cmd: &str) {
+        let out = Command::new("su")
+            .args(["postgres", "-s", "/bin/sh", "-c", cmd])
+            .output()
+            .expect("su");
+        assert!(out.status.success(), "{cmd}: {out:?}");
+    }
+
+    fn psql(&self, db: &str, args: &[&str]) -> String {
+        let user = if db == "postgres" {
+            "postgres"
+        } else {
+            "ejabberd"
+        };
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", user, db])
+            .args(args)
+            .env("PGPASSWORD", SQL_PASSWORD)
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "psql {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("su")
+            .args(["postgres", "-s", "/bin/sh", "-c"])
+            .arg(format!(
+                "{} -D {} -m immediate stop",
+                self.bin.join("pg_ctl").display(),
+                self.data.display()
+            ))
+            .output();
+    }
+}
+
+fn chown(owner: &str, path: &Path) {
+    let status = Command::new("chown")
+        .args(["-R", owner])
+        .arg(path)
+        .status()
+        .expect("chown");
+    assert!(status.success(), "chown {owner} {}", path.display());
 }
 
 /// The node's ejabberd.yml: the herd's settings of
 /// `xmpp-server/ejabberd-herd.yml` on a loopback port, no TLS.
-fn config(port: u16) -> String {
+fn config(port: u16, sql_port: u16) -> String {
     format!(
         r#"hosts: [localhost]
 loglevel: info
@@ -37,7 +143,13 @@ listen:
     ip: "127.0.0.1"
     module: ejabberd_c2s
     starttls_required: false
-auth_method: internal
+sql_type: pgsql
+sql_server: 127.0.0.1
+sql_port: {sql_port}
+sql_database: ejabberd
+sql_username: ejabberd
+sql_password: {SQL_PASSWORD}
+auth_method: sql
 acl:
   local:
     user_regexp: ""
@@ -52,6 +164,7 @@ modules:
   mod_roster: {{}}
   mod_caps: {{}}
   mod_pubsub:
+    db_type: sql
     access_createnode: local
     plugins: [flat, pep]
     max_items_node: 10000
@@ -99,6 +212,11 @@ impl Cluster {
             "ejabberdctl runs only as root or as ejabberd: run this test as root (CI does)"
         );
         let root = dir.join("ejabberd");
+        // The node runs as `ejabberd`, PostgreSQL as `postgres`: both must
+        // reach their directories.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sql = Postgres::start(&dir.join("postgres"));
         let tag = free_port();
         let mut nodes = Vec::new();
         for i in 1..=2 {
@@ -111,7 +229,7 @@ impl Cluster {
             };
             std::fs::create_dir_all(node.dir.join("spool")).unwrap();
             std::fs::create_dir_all(node.dir.join("logs")).unwrap();
-            std::fs::write(node.dir.join("ejabberd.yml"), config(node.port)).unwrap();
+            std::fs::write(node.dir.join("ejabberd.yml"), config(node.port, sql.port)).unwrap();
             std::fs::write(
                 node.dir.join("ejabberdctl.cfg"),
                 format!("ERLANG_NODE={}\nINET_DIST_INTERFACE=127.0.0.1\n", node.name),
@@ -119,16 +237,8 @@ impl Cluster {
             .unwrap();
             nodes.push(node);
         }
-        // The node runs as `ejabberd`: it must reach and own its directories.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let status = Command::new("chown")
-            .args(["-R", "ejabberd:ejabberd"])
-            .arg(&root)
-            .status()
-            .expect("chown");
-        assert!(status.success(), "chown ejabberd {}", root.display());
-        let mut cluster = Cluster { nodes };
+        chown("ejabberd:ejabberd", &root);
+        let mut cluster = Cluster { nodes, sql };
         cluster.restart(0);
         cluster.restart(1);
         let first = cluster.nodes[0].name.clone();
@@ -140,6 +250,15 @@ impl Cluster {
             );
         }
         cluster
+    }
+
+    /// Rows in one of ejabberd's SQL tables (e.g. `pubsub_item`).
+    pub fn sql_rows(&self, table: &str) -> u64 {
+        let out = self.sql.psql(
+            "ejabberd",
+            &["-A", "-t", "-c", &format!("SELECT count(*) FROM {table}")],
+        );
+        out.trim().parse().expect("a count")
     }
 
     /// The client port of node `i` (0 or 1).
@@ -157,7 +276,7 @@ impl Cluster {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("ejabberdctl (apt install ejabberd)");
+            .expect("ejabberdctl (apt install ejabberd erlang-p1-pgsql)");
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         let started = format!("is started in the node {}", node.name);
