@@ -243,13 +243,77 @@ impl Cluster {
         cluster.restart(1);
         let first = cluster.nodes[0].name.clone();
         run(&cluster.nodes[1], &["join_cluster", &first]);
-        for user in users {
-            run(
-                &cluster.nodes[0],
-                &["register", user, "localhost", super::prosody::PASSWORD],
-            );
-        }
+        cluster.register(users);
         cluster
+    }
+
+    /// Make accounts `users`@localhost (password
+    /// [`super::prosody::PASSWORD`]), straight into the shared SQL store
+    /// (plain passwords, ejabberd's default): `ejabberdctl register` starts
+    /// an Erlang VM per account, a second each.
+    pub fn register(&self, users: &[&str]) {
+        if users.is_empty() {
+            return;
+        }
+        let rows: Vec<String> = users
+            .iter()
+            .map(|u| format!("('{u}', '{}')", super::prosody::PASSWORD))
+            .collect();
+        self.sql.psql(
+            "ejabberd",
+            &[
+                "-c",
+                &format!(
+                    "INSERT INTO users (username, password) VALUES {}",
+                    rows.join(", ")
+                ),
+            ],
+        );
+    }
+
+    /// The processes of node `i` (its Erlang VM) and of the SQL server, for
+    /// CPU and memory readings.
+    pub fn pids(&self) -> (Vec<Vec<u32>>, Vec<u32>) {
+        let pgrep = |pattern: &str| -> Vec<u32> {
+            Command::new("pgrep")
+                .args(["-f", pattern])
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .filter_map(|l| l.trim().parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| pgrep(&format!("beam.smp.*-sname {} ", n.name)))
+            .collect();
+        // The postmaster (its pid is the first line of postmaster.pid) and
+        // its backends.
+        let sql = std::fs::read_to_string(self.sql.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<u32>().ok())
+            .map(|main| {
+                let mut all = vec![main];
+                all.extend(
+                    Command::new("pgrep")
+                        .args(["-P", &main.to_string()])
+                        .output()
+                        .map(|o| {
+                            String::from_utf8_lossy(&o.stdout)
+                                .lines()
+                                .filter_map(|l| l.trim().parse::<u32>().ok())
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default(),
+                );
+                all
+            })
+            .unwrap_or_default();
+        (nodes, sql)
     }
 
     /// Rows in one of ejabberd's SQL tables (e.g. `pubsub_item`).
