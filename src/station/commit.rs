@@ -382,8 +382,14 @@ impl Station {
                     batch.herd_waiters.push((reply, got));
                 }
                 Command::HerdStatus(report) => {
-                    self.state.herd_report(report);
-                    self.announce_status();
+                    if self.state.herd_report(report) {
+                        self.announce_status();
+                    } else {
+                        // Counts and heads: with the next status, at most
+                        // every COUNTERS_EVERY (a herd of a hundred peers
+                        // reports many times a second).
+                        self.counters.unannounced = true;
+                    }
                 }
             }
         }

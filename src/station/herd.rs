@@ -154,17 +154,24 @@ impl State {
         (refold, unknown)
     }
 
-    /// A link's report.
-    pub(super) fn herd_report(&mut self, report: HerdReport) {
+    /// A link's report. True when it changes what an operator sees at once
+    /// (a link up, down or failing, a refusal, a fork); a report of counts
+    /// and heads alone is shown with the next status (throttled).
+    pub(super) fn herd_report(&mut self, report: HerdReport) -> bool {
         let Some(h) = &mut self.herd else {
-            return;
+            return false;
         };
+        let mut changed = true;
         match report {
             HerdReport::Peer { view, heads } => {
                 let entry = h
                     .peers
                     .entry(view.address.clone())
                     .or_insert_with(|| (view.clone(), None));
+                changed = entry.0.state != view.state
+                    || entry.0.error != view.error
+                    || entry.0.station != view.station
+                    || entry.1.is_none();
                 entry.0 = view;
                 if heads.is_some() {
                     entry.1 = heads;
@@ -203,6 +210,7 @@ impl State {
             }
         }
         self.check_restored();
+        changed
     }
 
     /// End the restore once this station holds its own feeds as far as the

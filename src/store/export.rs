@@ -5,9 +5,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::params;
 use tokio::sync::mpsc;
 
 use super::{OutboxItem, SELECT_TAPS, Store, StoreError, read_tap, sql_u64};
@@ -66,15 +65,6 @@ fn csv_line(t: &Tap) -> String {
     )
 }
 
-pub(super) fn read_only(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    Ok(conn)
-}
-
 impl Store {
     /// The oldest items still to publish with a row id above `after`.
     pub async fn outbox_peek(
@@ -82,9 +72,7 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = read_only(&path)?;
+        self.readers.run(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, seq, node, item_id, payload, at FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
             )?;
@@ -100,7 +88,7 @@ impl Store {
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
-        .await?
+        .await
     }
 
     /// Stream taps in log order (the order they were written), starting
@@ -120,34 +108,33 @@ impl Store {
 
     /// The last `n` taps, oldest first.
     pub async fn tail(&self, n: usize) -> Result<Vec<Tap>, StoreError> {
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = read_only(&path)?;
-            let mut stmt = conn.prepare(&format!("{SELECT_TAPS} ORDER BY rowid DESC LIMIT ?1"))?;
-            let mut rows = stmt.query([sql_u64(n as u64)])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                out.push(read_tap(row, |s| Arc::from(s), |s| Arc::from(s))?);
-            }
-            out.reverse();
-            Ok(out)
-        })
-        .await?
+        self.readers
+            .run(move |conn| {
+                let mut stmt =
+                    conn.prepare(&format!("{SELECT_TAPS} ORDER BY rowid DESC LIMIT ?1"))?;
+                let mut rows = stmt.query([sql_u64(n as u64)])?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    out.push(read_tap(row, |s| Arc::from(s), |s| Arc::from(s))?);
+                }
+                out.reverse();
+                Ok(out)
+            })
+            .await
     }
 
     /// Whether the log holds the tap `(station, seq)`.
     pub async fn tap_exists(&self, station: String, seq: u64) -> Result<bool, StoreError> {
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = read_only(&path)?;
-            let n: i64 = conn.query_row(
-                "SELECT count(*) FROM taps WHERE station = ?1 AND seq = ?2",
-                params![station, sql_u64(seq)],
-                |r| r.get(0),
-            )?;
-            Ok(n > 0)
-        })
-        .await?
+        self.readers
+            .run(move |conn| {
+                let n: i64 = conn.query_row(
+                    "SELECT count(*) FROM taps WHERE station = ?1 AND seq = ?2",
+                    params![station, sql_u64(seq)],
+                    |r| r.get(0),
+                )?;
+                Ok(n > 0)
+            })
+            .await
     }
 }
 
@@ -156,7 +143,7 @@ fn export_rows(
     after: Option<(String, u64)>,
     tx: &mpsc::Sender<Result<Tap, StoreError>>,
 ) -> Result<(), StoreError> {
-    let conn = read_only(path)?;
+    let conn = super::read::open(path)?;
     let start: i64 = match after {
         None => 0,
         Some((station, seq)) => conn

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, params};
 
-use super::export::read_only;
 use super::{SELECT_TAPS, Store, StoreError, read_tap, sql_u64};
 use crate::domain::herd::{Feed, HerdEvent};
 use crate::domain::{Action, IdentityRecord, Person, TagUid, Tap, TapKey};
@@ -147,55 +146,50 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Vec<HerdEvent>, StoreError> {
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = read_only(&path)?;
-            match feed {
-                Feed::Taps => taps_after(&conn, &origin, after, limit),
-                Feed::Actions => actions_after(&conn, &origin, after, limit),
-                Feed::Identities => identities_after(&conn, &origin, after, limit),
-            }
-        })
-        .await?
+        self.readers
+            .run(move |conn| match feed {
+                Feed::Taps => taps_after(conn, &origin, after, limit),
+                Feed::Actions => actions_after(conn, &origin, after, limit),
+                Feed::Identities => identities_after(conn, &origin, after, limit),
+            })
+            .await
     }
 
     /// Every tap of `poll`, for a re-fold.
     pub async fn poll_taps(&self, poll: String) -> Result<Vec<Tap>, StoreError> {
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = read_only(&path)?;
-            let mut stmt = conn.prepare(&format!("{SELECT_TAPS} WHERE poll = ?1"))?;
-            let mut rows = stmt.query([poll])?;
-            let mut names = std::collections::HashMap::<String, Arc<str>>::new();
-            let mut intern = |s: &str| {
-                names
-                    .entry(s.to_string())
-                    .or_insert_with(|| s.into())
-                    .clone()
-            };
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(read_tap(r, &mut intern, |s| Arc::from(s))?);
-            }
-            Ok(out)
-        })
-        .await?
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare(&format!("{SELECT_TAPS} WHERE poll = ?1"))?;
+                let mut rows = stmt.query([poll])?;
+                let mut names = std::collections::HashMap::<String, Arc<str>>::new();
+                let mut intern = |s: &str| {
+                    names
+                        .entry(s.to_string())
+                        .or_insert_with(|| s.into())
+                        .clone()
+                };
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push(read_tap(r, &mut intern, |s| Arc::from(s))?);
+                }
+                Ok(out)
+            })
+            .await
     }
 
     /// Of `events` (copies of ones the log holds), those whose content
     /// differs from the logged one: their origin has forked.
     pub async fn mismatching(&self, events: Vec<HerdEvent>) -> Result<Vec<HerdEvent>, StoreError> {
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = read_only(&path)?;
-            let mut out = Vec::new();
-            for e in events {
-                if !matches(&conn, &e)? {
-                    out.push(e);
+        self.readers
+            .run(move |conn| {
+                let mut out = Vec::new();
+                for e in events {
+                    if !matches(conn, &e)? {
+                        out.push(e);
+                    }
                 }
-            }
-            Ok(out)
-        })
-        .await?
+                Ok(out)
+            })
+            .await
     }
 }

@@ -16,6 +16,7 @@
 
 mod export;
 mod feeds;
+mod read;
 mod replay;
 mod schema;
 mod timeline;
@@ -208,6 +209,8 @@ pub struct Store {
     /// Station → store thread: batches to commit.
     tx: mpsc::Sender<Command>,
     path: PathBuf,
+    /// Connections for the reads beside the writer.
+    readers: Arc<read::Readers>,
 }
 
 /// What the log held at start-up.

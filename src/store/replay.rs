@@ -228,6 +228,7 @@ impl Store {
             Store {
                 tx,
                 path: path.to_path_buf(),
+                readers: super::read::Readers::new(path),
             },
             rec,
         ))
