@@ -1,8 +1,14 @@
 //! A herd of many stations through a two-node ejabberd cluster
-//! (`cargo bench --bench herd_cluster`): real headless `pollstation`
-//! processes with `[herd] carrier = "xmpp"`, half of them on each node,
-//! ejabberd 23.01 with accounts and pubsub in one PostgreSQL
+//! (`cargo bench --bench herd_cluster`): `BENCH_REAL` (default 3) real
+//! headless `pollstation` processes with `[herd] carrier = "xmpp"`, the
+//! rest of the herd played over real XMPP connections by this process
+//! (`player.rs`: the same nodes, subscriptions and batch items as a
+//! station, nothing stored), stations spread over both nodes; ejabberd
+//! 23.01 with accounts and pubsub in one PostgreSQL
 //! (`xmpp-server/ejabberd-herd.yml`, set up by `tests/common/ejabberd.rs`).
+//! A hundred real stations do not fit on this 2-core machine: each
+//! receives every other's taps (99 events a second at 1 tap/s each), and
+//! a hundred processes doing that starve each other (BENCHMARKS.md).
 //!
 //! 1. Start-up: all stations at once, until each has every peer up.
 //! 2. Load: each station taps at a fixed rate (`BENCH_RATES`, taps per
@@ -16,7 +22,7 @@
 //!    and a p99 that grows with the window.
 //! 3. A node restart: at 1 tap/s per station, node 1 is killed (SIGKILL),
 //!    taps go on for 10 s, the node is started again; the time from its
-//!    start until every station holds every tap.
+//!    start until every real station holds every tap of every station.
 //!
 //! `BENCH_STATIONS` (default 100) sets the herd's size; `BENCH_QUICK=1`
 //! runs 10 stations, 5 s windows.
@@ -25,6 +31,8 @@
 mod rig;
 
 mod common;
+#[path = "herd_cluster/player.rs"]
+mod player;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -129,13 +137,23 @@ async fn holds(http: &reqwest::Client, m: &Member) -> HashMap<String, u64> {
 
 /// What the bench saw: when each tap was posted, and each arrival's delay.
 #[derive(Default)]
-struct Seen {
-    posted: HashMap<(String, u64), Instant>,
+pub struct Seen {
+    pub posted: HashMap<(String, u64), Instant>,
     /// Arrivals at another station: (posted at, delay).
     arrivals: Vec<(Instant, Duration)>,
     /// Arrivals before their POST was answered (the origin's answer and a
     /// peer's event raced): timed when the answer comes.
     early: Vec<((String, u64), Instant)>,
+}
+
+impl Seen {
+    /// Tap `key` arrived at another station at `at`.
+    pub fn arrived(&mut self, key: (String, u64), at: Instant) {
+        match self.posted.get(&key) {
+            Some(&p) => self.arrivals.push((p, at.saturating_duration_since(p))),
+            None => self.early.push((key, at)),
+        }
+    }
 }
 
 /// CPU (ms) and RSS (KiB) of a set of processes.
@@ -162,6 +180,11 @@ async fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(if quick { 5 } else { 20 }),
     );
+    let real: usize = std::env::var("BENCH_REAL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .min(n);
     let rates: Vec<f64> = std::env::var("BENCH_RATES")
         .unwrap_or_else(|_| "1,2,4".into())
         .split(',')
@@ -173,18 +196,36 @@ async fn main() {
     let t = Instant::now();
     let mut cluster = Cluster::start(dir.path(), &user_refs);
     println!(
-        "cluster: 2 ejabberd nodes + PostgreSQL up, {n} accounts, in {:.1} s",
-        t.elapsed().as_secs_f64()
+        "cluster: 2 ejabberd nodes + PostgreSQL up, {n} accounts, in {:.1} s; {real} real stations, {} played",
+        t.elapsed().as_secs_f64(),
+        n - real
     );
+    let seen = Arc::new(Mutex::new(Seen::default()));
 
     // (1) Start-up.
     let t = Instant::now();
-    let members: Vec<Member> = (0..n)
+    let members: Vec<Member> = (0..real)
         .map(|i| {
             let server = format!("127.0.0.1:{}", cluster.port(i % 2));
             start(dir.path(), i, n, &server)
         })
         .collect();
+    let (rate_tx, rate_rx) = tokio::sync::watch::channel(0.0f64);
+    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for i in real..n {
+        let control = player::Control {
+            rate: rate_rx.clone(),
+            ready: ready.clone(),
+        };
+        let server = format!("127.0.0.1:{}", cluster.port(i % 2));
+        tokio::spawn(player::play(
+            station_id(i),
+            users.clone(),
+            server,
+            control,
+            seen.clone(),
+        ));
+    }
     let started = t.elapsed();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(4)
@@ -193,9 +234,9 @@ async fn main() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let mut all = true;
+        let mut all = ready.load(std::sync::atomic::Ordering::SeqCst) == n - real;
         for m in &members {
-            if peers_up(&http, m).await < n {
+            if !all || peers_up(&http, m).await < n {
                 all = false;
                 break;
             }
@@ -213,17 +254,16 @@ async fn main() {
     let rss: Vec<u64> = pids.iter().map(|&p| status_kib(p, "VmRSS")).collect();
     let anon: Vec<u64> = pids.iter().map(|&p| status_kib(p, "RssAnon")).collect();
     println!(
-        "start-up: {n} processes started in {:.1} s; every station has its {} peers up after {:.1} s; station RSS mean {:.1} MiB (anonymous {:.1} MiB), all stations {:.0} MiB",
+        "start-up: {real} processes and {} players started in {:.1} s; every station has its {} peers up after {:.1} s; real station RSS mean {:.1} MiB (anonymous {:.1} MiB)",
+        n - real,
         started.as_secs_f64(),
         n - 1,
         t.elapsed().as_secs_f64(),
-        rss.iter().sum::<u64>() as f64 / n as f64 / 1024.0,
-        anon.iter().sum::<u64>() as f64 / n as f64 / 1024.0,
-        rss.iter().sum::<u64>() as f64 / 1024.0
+        rss.iter().sum::<u64>() as f64 / real.max(1) as f64 / 1024.0,
+        anon.iter().sum::<u64>() as f64 / real.max(1) as f64 / 1024.0,
     );
 
-    // Follow every station's events.
-    let seen = Arc::new(Mutex::new(Seen::default()));
+    // Follow every real station's events (the players time their own).
     for m in &members {
         let me = m.id.clone();
         let seen = seen.clone();
@@ -232,12 +272,9 @@ async fn main() {
             if origin == me {
                 return;
             }
-            let key = (origin, tap["seq"].as_u64().unwrap_or(0));
-            let mut s = seen.lock().unwrap();
-            match s.posted.get(&key) {
-                Some(&p) => s.arrivals.push((p, at - p)),
-                None => s.early.push((key, at)),
-            }
+            seen.lock()
+                .unwrap()
+                .arrived((origin, tap["seq"].as_u64().unwrap_or(0)), at);
         })
         .await;
     }
@@ -252,13 +289,15 @@ async fn main() {
             usage(&sql).0,
         );
         let steal0 = steal_ms();
+        let me = std::process::id();
+        let players0 = cpu_of(me);
         {
             let mut s = seen.lock().unwrap();
             s.arrivals.clear();
             s.early.clear();
         }
         let t0 = Instant::now();
-        let taps = load(&members, &http, &seen, rate, window, &mut tag).await;
+        let taps = load(&members, &rate_tx, n, &http, &seen, rate, window, &mut tag).await;
         let elapsed = t0.elapsed();
         let (st1, ej1, pg1) = (
             usage(&pids).0,
@@ -266,6 +305,7 @@ async fn main() {
             usage(&sql).0,
         );
         let steal = steal_ms() - steal0;
+        let players = cpu_of(me) - players0;
         let ej_rss: Vec<u64> = beams.iter().map(|b| usage(b).1).collect();
         let pg_rss = usage(&sql).1;
         let st_rss = usage(&pids).1;
@@ -294,7 +334,7 @@ async fn main() {
         lat.sort();
         let got = lat.len();
         println!(
-            "rate {rate} taps/s per station ({:.0} taps/s in all), {:.0} s: {taps} taps, {got} of {expected} arrivals ({:.2}%); arrival p50 {:.1} ms p99 {:.1} ms max {:.1} ms; stations {:.2} cores, RSS {:.0} MiB in all; ejabberd {} ; PostgreSQL {:.2} cores, RSS {:.0} MiB; host steal {:.1} s",
+            "rate {rate} taps/s per station ({:.0} taps/s in all), {:.0} s: {taps} taps, {got} of {expected} arrivals ({:.2}%); arrival p50 {:.1} ms p99 {:.1} ms max {:.1} ms; real stations {:.2} cores, RSS {:.0} MiB in all; players and the bench {:.2} cores; ejabberd {} ; PostgreSQL {:.2} cores, RSS {:.0} MiB; host steal {:.1} s",
             rate * n as f64,
             elapsed.as_secs_f64(),
             got as f64 * 100.0 / expected.max(1) as f64,
@@ -303,6 +343,7 @@ async fn main() {
             lat.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0),
             cores(st1 - st0, elapsed),
             st_rss as f64 / 1024.0,
+            cores(players, elapsed),
             ej0.iter()
                 .zip(&ej1)
                 .zip(&ej_rss)
@@ -325,7 +366,7 @@ async fn main() {
     let cut = Duration::from_secs(10);
     cluster.kill(0);
     let killed = Instant::now();
-    let taps = load(&members, &http, &seen, 1.0, cut, &mut tag).await;
+    let taps = load(&members, &rate_tx, n, &http, &seen, 1.0, cut, &mut tag).await;
     let t = Instant::now();
     cluster.restart(0);
     let restarted = Instant::now();
@@ -334,10 +375,12 @@ async fn main() {
         restarted.duration_since(killed).as_secs_f64() - t.elapsed().as_secs_f64(),
         t.elapsed().as_secs_f64()
     );
-    let mut tops = HashMap::new();
-    for m in &members {
-        let h = holds(&http, m).await;
-        tops.insert(m.id.clone(), h.get(&m.id).copied().unwrap_or(0));
+    // Every station's highest tap (the players' too: taps made while
+    // their node was down go out when they are back).
+    let mut tops: HashMap<String, u64> = HashMap::new();
+    for (o, s) in seen.lock().unwrap().posted.keys() {
+        let t = tops.entry(o.clone()).or_default();
+        *t = (*t).max(*s);
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut behind = n;
@@ -357,7 +400,8 @@ async fn main() {
         }
     }
     println!(
-        "after the node restart: every station holds every tap {:.1} s after the node started ({behind} stations still behind)",
+        "after the node restart: every real station holds every tap of the {} stations {:.1} s after the node started ({behind} still behind)",
+        tops.len(),
         restarted.elapsed().as_secs_f64()
     );
     for m in members {
@@ -367,8 +411,11 @@ async fn main() {
 
 /// Each station taps `rate` times a second for `window`; returns the taps
 /// made. A tap's POST time is kept to time its arrivals.
+#[allow(clippy::too_many_arguments)]
 async fn load(
     members: &[Member],
+    players: &tokio::sync::watch::Sender<f64>,
+    n: usize,
     http: &reqwest::Client,
     seen: &Arc<Mutex<Seen>>,
     rate: f64,
@@ -388,7 +435,7 @@ async fn load(
         let first = *tag;
         *tag += count as u32;
         // Spread the stations' ticks over the period.
-        let offset = period.mul_f64(i as f64 / members.len() as f64);
+        let offset = period.mul_f64(i as f64 / n as f64);
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(offset).await;
             let mut tick = tokio::time::interval(period);
@@ -424,9 +471,13 @@ async fn load(
             made
         }));
     }
-    let mut made = 0;
+    let before = seen.lock().unwrap().posted.len();
+    players.send_replace(rate);
+    tokio::time::sleep(window).await;
+    players.send_replace(0.0);
     for t in tasks {
-        made += t.await.unwrap_or(0);
+        let _ = t.await;
     }
-    made
+    // The real stations' taps and the players'.
+    seen.lock().unwrap().posted.len() - before
 }

@@ -52,6 +52,10 @@ pub const BATCH: usize = 256;
 /// Items a herd node keeps (the server's own cap may be lower: Prosody's
 /// `pep_max_items`, ejabberd's `max_items_node`): 10,000 × 256 events.
 pub const MAX_ITEMS: u32 = 10_000;
+/// Notifications applied in one commit at most.
+const READY_MAX: usize = 256;
+/// How often a peer whose heads moved is reported to the Station.
+const REPORT_EVERY: Duration = Duration::from_millis(500);
 /// Back-off between sessions: short, so a station is back within about a
 /// second of its server (the herd converges soon after); jittered.
 const REDIAL_FIRST: Duration = Duration::from_millis(250);
@@ -73,6 +77,9 @@ struct Peer {
     held: Heads,
     since: i64,
     received: u64,
+    /// Heads or counts moved since the last report (reported with the next
+    /// [`REPORT_EVERY`] tick, not per notification).
+    dirty: bool,
 }
 
 impl Peer {
@@ -85,6 +92,7 @@ impl Peer {
             held: Heads::default(),
             since: now_ms(),
             received: 0,
+            dirty: false,
         }
     }
 
@@ -116,20 +124,21 @@ impl Peer {
     }
 }
 
-/// Apply `batches` of `origin` in feed order: those that continue what
-/// this station holds. True when one starts beyond it (a gap: fetch all).
-async fn take(
-    station: &StationHandle,
+/// Of `batches` of `origin`, the events that continue what this station
+/// holds (`have`), in feed order; true when one starts beyond it (a gap:
+/// fetch all). `held` learns what the origin's node holds.
+fn plan(
+    have: &Heads,
     origin: &Arc<str>,
     held: &mut Heads,
     mut batches: Vec<Batch>,
-) -> Result<(bool, u64), String> {
+) -> (bool, Vec<HerdEvent>) {
     batches.sort_by_key(|b| (b.feed, b.first));
     let mut have: BTreeMap<Feed, u64> = Feed::ALL
         .into_iter()
-        .map(|f| (f, station.heads().borrow().get(origin, f)))
+        .map(|f| (f, have.get(origin, f)))
         .collect();
-    let (mut gap, mut taken) = (false, 0);
+    let (mut gap, mut out) = (false, Vec::new());
     for b in batches {
         if *b.origin != **origin {
             tracing::warn!(node_of = %origin, origin = b.origin, "herd over xmpp: a node carries another origin's events; ignored");
@@ -146,22 +155,35 @@ async fn take(
             continue;
         }
         let from = *h;
-        let events: Vec<HerdEvent> = b
-            .events
-            .into_iter()
-            .filter(|e| e.position().2 > from)
-            .collect();
-        taken += events.len() as u64;
-        let applied = station
-            .herd_events(events)
-            .await
-            .map_err(|e| format!("cannot store the herd's events: {e}"))?;
-        if applied.gaps > 0 {
-            gap = true;
-        }
+        out.extend(b.events.into_iter().filter(|e| e.position().2 > from));
         *h = b.last;
     }
-    Ok((gap, taken))
+    (gap, out)
+}
+
+/// Store `events` (one commit). True when the Station found a gap in them.
+async fn apply(station: &StationHandle, events: Vec<HerdEvent>) -> Result<bool, Failed> {
+    if events.is_empty() {
+        return Ok(false);
+    }
+    let applied = station
+        .herd_events(events)
+        .await
+        .map_err(|e| Failed(format!("cannot store the herd's events: {e}")))?;
+    Ok(applied.gaps > 0)
+}
+
+/// [`plan`] and [`apply`] for one origin: true on a gap, and the events taken.
+async fn take(
+    station: &StationHandle,
+    origin: &Arc<str>,
+    held: &mut Heads,
+    batches: Vec<Batch>,
+) -> Result<(bool, u64), Failed> {
+    let (gap, events) = plan(&station.heads().borrow(), origin, held, batches);
+    let taken = events.len() as u64;
+    let gap_stored = apply(station, events).await?;
+    Ok((gap || gap_stored, taken))
 }
 
 /// Carry the herd over the XMPP server for as long as the station runs.
@@ -269,6 +291,22 @@ struct Watch {
 }
 
 impl Watch {
+    /// The notifications already received (without waiting), the backlog
+    /// first; Err when the connection turns out lost.
+    fn ready(&mut self) -> Result<Vec<tokio_xmpp::parsers::message::Message>, Failed> {
+        use futures_util::FutureExt;
+        let mut out: Vec<_> = self.backlog.drain(..).collect();
+        while out.len() < READY_MAX {
+            match self.events.next().now_or_never() {
+                None => break,
+                Some(Some(Event::Stanza(Stanza::Message(m)))) => out.push(m),
+                Some(Some(Event::Stanza(_))) => {}
+                Some(other) => return Err(lost(other)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Wait for `request` while watching the connection: when it drops or
     /// tokio-xmpp re-establishes it under us (the answer would never come),
     /// the session ends at once, not at the request's timeout. Both halves
@@ -313,6 +351,7 @@ enum Woken {
     Retry,
     Resync,
     Ping,
+    Report,
     Notified(Box<tokio_xmpp::parsers::message::Message>),
     Lost(Failed),
 }
@@ -345,9 +384,7 @@ async fn serve(
         .during(items(&link.sender, &own_jid, &own_node, None))
         .await?
         .unwrap_or_default();
-    take(station, &own.id, &mut own.held, held)
-        .await
-        .map_err(Failed)?;
+    take(station, &own.id, &mut own.held, held).await?;
     own.report(station, LinkState::Up, None).await;
     let (mine, mut published) = (own.id, own.held);
     for p in peers.iter_mut() {
@@ -359,10 +396,12 @@ async fn serve(
     let mut resync_every = tokio::time::interval_at(Instant::now() + RESYNC_EVERY, RESYNC_EVERY);
     let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
     let mut retry = tokio::time::interval_at(Instant::now() + RETRY_EVERY, RETRY_EVERY);
+    let mut report = tokio::time::interval_at(Instant::now() + REPORT_EVERY, REPORT_EVERY);
     loop {
         // Notifications that came while a request was in flight.
-        while let Some(m) = link.watch.backlog.pop_front() {
-            notified(link, peers, station, &m).await?;
+        if !link.watch.backlog.is_empty() {
+            let waiting: Vec<_> = link.watch.backlog.drain(..).collect();
+            notified(link, peers, station, waiting).await?;
         }
         // Publish what this station holds beyond what its node holds,
         // a batch at a time (notifications are read in between).
@@ -408,6 +447,7 @@ async fn serve(
             _ = retry.tick(), if peers.iter().any(|p| !p.subscribed) => Woken::Retry,
             _ = resync_every.tick() => Woken::Resync,
             _ = ping.tick() => Woken::Ping,
+            _ = report.tick(), if peers.iter().any(|p| p.dirty) => Woken::Report,
             ev = link.watch.events.next() => match ev {
                 Some(Event::Stanza(Stanza::Message(m))) => Woken::Notified(Box::new(m)),
                 Some(Event::Stanza(_)) => Woken::Heads,
@@ -433,7 +473,18 @@ async fn serve(
                 let req = iq(&link.sender, &to, IqRequest::Get(ping.into()), "ping");
                 link.watch.during(req).await?;
             }
-            Woken::Notified(m) => notified(link, peers, station, &m).await?,
+            Woken::Report => {
+                for p in peers.iter_mut().filter(|p| p.dirty) {
+                    p.dirty = false;
+                    p.report(station, LinkState::Up, None).await;
+                }
+            }
+            Woken::Notified(m) => {
+                // With every other notification already here: one commit.
+                let mut all = vec![*m];
+                all.extend(link.watch.ready()?);
+                notified(link, peers, station, all).await?;
+            }
             Woken::Lost(why) => return Err(why),
         }
     }
@@ -488,9 +539,7 @@ async fn resync(
         p.report(station, LinkState::Down, Some(why)).await;
         return Ok(());
     };
-    let (gap, taken) = take(station, &p.id, &mut p.held, got)
-        .await
-        .map_err(Failed)?;
+    let (gap, taken) = take(station, &p.id, &mut p.held, got).await?;
     p.received += taken;
     if gap && max.is_some() {
         let all = link
@@ -498,63 +547,76 @@ async fn resync(
             .during(items(&link.sender, &p.jid, &p.node, None))
             .await?
             .unwrap_or_default();
-        let (_, taken) = take(station, &p.id, &mut p.held, all)
-            .await
-            .map_err(Failed)?;
+        let (_, taken) = take(station, &p.id, &mut p.held, all).await?;
         p.received += taken;
     }
     p.report(station, LinkState::Up, None).await;
     Ok(())
 }
 
-/// A notification: the batches of a peer's node, applied; a gap fetches
-/// the node's items.
+/// Notifications: the batches of the peers' nodes, applied in one commit;
+/// a gap fetches that node's items.
 async fn notified(
     link: &mut Link,
     peers: &mut [Peer],
     station: &StationHandle,
-    m: &tokio_xmpp::parsers::message::Message,
+    messages: Vec<tokio_xmpp::parsers::message::Message>,
 ) -> Result<(), Failed> {
-    let Some(from) = m.from.as_ref().map(Jid::to_bare) else {
-        return Ok(());
-    };
     // Read by hand (servers add elements xmpp-parsers' strict types refuse).
     const NS_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
-    let found: Vec<(String, Vec<Batch>)> = m
-        .payloads
-        .iter()
-        .filter(|e| e.is("event", NS_EVENT))
-        .flat_map(|e| e.children().filter(|c| c.is("items", NS_EVENT)))
-        .filter_map(|items| {
+    let mut by_peer: BTreeMap<usize, Vec<Batch>> = BTreeMap::new();
+    for m in &messages {
+        let Some(from) = m.from.as_ref().map(Jid::to_bare) else {
+            continue;
+        };
+        let found = m
+            .payloads
+            .iter()
+            .filter(|e| e.is("event", NS_EVENT))
+            .flat_map(|e| e.children().filter(|c| c.is("items", NS_EVENT)));
+        for items in found {
+            let Some(node) = items.attr("node") else {
+                continue;
+            };
+            let Some(i) = peers
+                .iter()
+                .position(|p| p.jid.to_bare() == from && p.node == node)
+            else {
+                continue;
+            };
             let batches = items
                 .children()
                 .filter(|i| i.is("item", NS_EVENT))
-                .filter_map(|i| i.children().find_map(decode))
-                .collect();
-            Some((items.attr("node")?.to_string(), batches))
-        })
-        .collect();
-    for (node, batches) in found {
-        tracing::debug!(from = %from, node, batches = batches.len(), "herd over xmpp: notified");
-        let Some(p) = peers
-            .iter_mut()
-            .find(|p| p.jid.to_bare() == from && p.node == node)
-        else {
-            continue;
-        };
-        let (gap, taken) = take(station, &p.id, &mut p.held, batches)
-            .await
-            .map_err(Failed)?;
-        p.received += taken;
-        if gap {
-            tracing::info!(
-                node = p.node,
-                "herd over xmpp: a gap in the notifications; fetching the node"
-            );
-            resync(link, p, station, None).await?;
-        } else {
-            p.report(station, LinkState::Up, None).await;
+                .filter_map(|i| i.children().find_map(decode));
+            by_peer.entry(i).or_default().extend(batches);
         }
+    }
+    let (mut gaps, mut events) = (Vec::new(), Vec::new());
+    {
+        let heads = station.heads();
+        let have = heads.borrow();
+        for (&i, batches) in &mut by_peer {
+            let p = &mut peers[i];
+            let (gap, evs) = plan(&have, &p.id, &mut p.held, std::mem::take(batches));
+            p.received += evs.len() as u64;
+            p.dirty = true;
+            if gap {
+                gaps.push(i);
+            }
+            events.extend(evs);
+        }
+    }
+    if apply(station, events).await? {
+        // The Station found a hole: fetch every node these came from.
+        gaps = by_peer.keys().copied().collect();
+    }
+    for i in gaps {
+        let p = &mut peers[i];
+        tracing::info!(
+            node = p.node,
+            "herd over xmpp: a gap in the notifications; fetching the node"
+        );
+        resync(link, p, station, None).await?;
     }
     Ok(())
 }
