@@ -32,19 +32,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::{Event, IqRequest, Stanza};
 
-use super::requests::IqError;
 use super::{Ended, PING_EVERY, client, login, password};
 use crate::config::{HerdConfig, XmppConfig};
 use crate::domain::backoff::Backoff;
 use crate::domain::herd::{Feed, Heads, HerdEvent};
 
 mod batch;
+mod link;
 mod requests;
 
 use super::requests::subscribe;
 use crate::station::{Command, HerdReport, LinkState, PeerView, StationHandle};
 use crate::sys::clock::now_ms;
 pub use batch::{Batch, NS, decode, encode, item_id, node};
+use link::{Failed, Link, Watch, lost};
 use requests::{iq, items, publish};
 
 /// Events in one item at most.
@@ -52,8 +53,6 @@ pub const BATCH: usize = 256;
 /// Items a herd node keeps (the server's own cap may be lower: Prosody's
 /// `pep_max_items`, ejabberd's `max_items_node`): 10,000 × 256 events.
 pub const MAX_ITEMS: u32 = 10_000;
-/// Notifications applied in one commit at most.
-const READY_MAX: usize = 256;
 /// How often a peer whose heads moved is reported to the Station.
 const REPORT_EVERY: Duration = Duration::from_millis(500);
 /// Back-off between sessions: short, so a station is back within about a
@@ -275,74 +274,6 @@ async fn session(
     }
 }
 
-/// One session's connection: the sending half, and the receiving half
-/// watched while a request is in flight.
-struct Link {
-    sender: tokio_xmpp::ClientSender,
-    watch: Watch,
-    bound: Jid,
-}
-
-/// The receiving half of the connection and the notifications read while
-/// waiting for an answer (applied once the session is free again).
-struct Watch {
-    events: tokio_xmpp::ClientReceiver,
-    backlog: VecDeque<tokio_xmpp::parsers::message::Message>,
-}
-
-impl Watch {
-    /// The notifications already received (without waiting), the backlog
-    /// first; Err when the connection turns out lost.
-    fn ready(&mut self) -> Result<Vec<tokio_xmpp::parsers::message::Message>, Failed> {
-        use futures_util::FutureExt;
-        let mut out: Vec<_> = self.backlog.drain(..).collect();
-        while out.len() < READY_MAX {
-            match self.events.next().now_or_never() {
-                None => break,
-                Some(Some(Event::Stanza(Stanza::Message(m)))) => out.push(m),
-                Some(Some(Event::Stanza(_))) => {}
-                Some(other) => return Err(lost(other)),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Wait for `request` while watching the connection: when it drops or
-    /// tokio-xmpp re-establishes it under us (the answer would never come),
-    /// the session ends at once, not at the request's timeout. Both halves
-    /// are polled by this one task: tokio-xmpp's receiver does not wake a
-    /// second task waiting on it while the sender holds the client.
-    async fn during<T>(
-        &mut self,
-        request: impl Future<Output = Result<T, IqError>>,
-    ) -> Result<T, Failed> {
-        tokio::pin!(request);
-        loop {
-            tokio::select! {
-                biased;
-                r = &mut request => return r.map_err(Failed::from),
-                ev = self.events.next() => match ev {
-                    Some(Event::Stanza(Stanza::Message(m))) => self.backlog.push_back(m),
-                    Some(Event::Stanza(_)) => {}
-                    other => return Err(lost(other)),
-                },
-            }
-        }
-    }
-}
-
-/// Why the connection ended, from the event that said so.
-fn lost(ev: Option<Event>) -> Failed {
-    Failed(match ev {
-        None => "the client stopped".into(),
-        Some(Event::Disconnected(e)) => format!("connection lost: {e}"),
-        // Reconnected under us: subscriptions and what was in flight may
-        // be gone; the session starts afresh.
-        Some(Event::Online { .. }) => "the connection was re-established".into(),
-        Some(Event::Stanza(_)) => "unexpected stanza".into(),
-    })
-}
-
 /// What woke the session.
 enum Woken {
     Shutdown,
@@ -487,15 +418,6 @@ async fn serve(
             }
             Woken::Lost(why) => return Err(why),
         }
-    }
-}
-
-/// A failed session, with why.
-struct Failed(String);
-
-impl From<IqError> for Failed {
-    fn from(e: IqError) -> Self {
-        Failed(e.to_string())
     }
 }
 
