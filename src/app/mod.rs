@@ -145,25 +145,15 @@ pub async fn start_with(
     let sides = web::serve::Sides::start().context("cannot start the HTTP threads")?;
     let limits = http_limits(config.http.limits);
     let room = Arc::new(room(config, http_addr));
-    let app = web::app(
-        web::AppState {
-            station: station.clone(),
-            admin_token: admin_token.as_str().into(),
-            shutdown: shutdown.clone(),
-            hub: web::SseHub::start(&station, shutdown.clone(), &sides.fanout()),
-            room: room.clone(),
-        },
-        config.http.request_timeout,
-    );
-    let streams = station.clone();
-    let http = web::serve::serve(
-        listener,
-        app,
-        &sides,
-        limits,
-        move || web::crowd(&streams),
-        shutdown.clone(),
-    );
+    let state = web::AppState {
+        station: station.clone(),
+        admin_token: admin_token.as_str().into(),
+        shutdown: shutdown.clone(),
+        hub: web::SseHub::start(&station, shutdown.clone(), &sides.fanout()),
+        room: room.clone(),
+    };
+    let app = web::app(state.clone(), config.http.request_timeout);
+    let http = web::serve::serve(listener, app, state, &sides, limits, shutdown.clone());
     // Readers follow their devices through the hotplug watcher's registry.
     let devices = crate::hotplug::Devices::default();
     let watch_device: WatchDevice = {

@@ -17,8 +17,11 @@
 //!   with sshd and the compositor, not above them.
 //!
 //! Each side serves with the same router and the same deadlines
-//! ([`conn::serve`](super::conn::serve)). Accept errors (out of file
-//! descriptors) back off and are logged once per run of failures.
+//! ([`conn::serve`](super::conn::serve)), but for a plain `GET
+//! /api/v1/events` (whole head read, no body): its response never ends, so
+//! it is written on the connection itself ([`sse::serve_raw`]), without
+//! hyper's buffers. Accept errors (out of file descriptors) back off and
+//! are logged once per run of failures.
 
 use std::io;
 use std::net::SocketAddr;
@@ -33,8 +36,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::conn::{self, Guarded};
+use super::conn::{self, Guarded, MAX_HEAD};
 use super::gate::{Gate, Refused};
+use super::{AppState, sse};
 use crate::config::HttpLimits;
 use crate::domain::backoff::Backoff;
 
@@ -120,16 +124,16 @@ enum Side {
     Public,
 }
 
-/// Serve `app` on `listener` until `shutdown`, with `limits` and at most
-/// `max_connections` open. `crowd()` says whether a new event stream should
-/// go to the fan-out side. Returns the server task, which ends once every
+/// Serve `app` (on `state`) on `listener` until `shutdown`, with `limits`
+/// and at most `max_connections` open; a new event stream goes to the
+/// fan-out side once a crowd of them is open ([`sse::crowd`]). Returns the server task, which ends once every
 /// connection has.
 pub fn serve(
     listener: TcpListener,
     app: Router,
+    state: AppState,
     sides: &Sides,
     limits: HttpLimits,
-    crowd: impl Fn() -> bool + Send + 'static,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let gate = Gate::new(limits.max_connections, limits.max_per_address);
@@ -181,9 +185,10 @@ pub fn serve(
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
-            let to_fanout = crowd();
-            let (app, fanout, public, shutdown) = (
+            let to_fanout = sse::crowd(&state.station);
+            let (app, state, fanout, public, shutdown) = (
                 app.clone(),
+                state.clone(),
                 fanout.clone(),
                 public.clone(),
                 shutdown.clone(),
@@ -191,7 +196,13 @@ pub fn serve(
             let spawner = tracker.clone();
             tracker.spawn(async move {
                 let mut tcp = tcp;
-                let (head, side) = match first_bytes(&mut tcp, limits.header_timeout).await {
+                let got = match first_bytes(&mut tcp, limits.header_timeout).await {
+                    Ok((head, Side::Stream)) => whole_head(&mut tcp, head, limits.header_timeout)
+                        .await
+                        .map(|h| (h, Side::Stream)),
+                    other => other,
+                };
+                let (head, side) = match got {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::debug!(error = %e, %peer, "connection lost before its request");
@@ -201,6 +212,9 @@ pub fn serve(
                         return;
                     }
                 };
+                let raw = (side == Side::Stream)
+                    .then(|| plain_events_request(&head))
+                    .flatten();
                 let tcp = match tcp.into_std() {
                     Ok(t) => t,
                     Err(e) => {
@@ -217,10 +231,22 @@ pub fn serve(
                     async move {
                         // Registers the socket with this runtime's reactor.
                         match TcpStream::from_std(tcp) {
-                            Ok(tcp) => {
-                                let io = Guarded::new(head, tcp, limits.idle_timeout, Some(permit));
-                                conn::serve(io, app, limits, shutdown).await;
-                            }
+                            Ok(tcp) => match raw {
+                                Some(last_event_id) => {
+                                    let io = Guarded::new(
+                                        Bytes::new(),
+                                        tcp,
+                                        limits.idle_timeout,
+                                        Some(permit),
+                                    );
+                                    sse::serve_raw(io, state, last_event_id.as_deref()).await;
+                                }
+                                None => {
+                                    let io =
+                                        Guarded::new(head, tcp, limits.idle_timeout, Some(permit));
+                                    conn::serve(io, app, limits, shutdown).await;
+                                }
+                            },
                             Err(e) => {
                                 tracing::debug!(error = %e, %peer, "cannot take over a connection");
                             }
@@ -290,6 +316,52 @@ async fn first_bytes(tcp: &mut TcpStream, within: Duration) -> io::Result<(Bytes
         }
     };
     Ok((Bytes::from(head), side))
+}
+
+/// Read on until `head` holds the request's whole head (or [`MAX_HEAD`]
+/// bytes, or the deadline passes: then hyper answers what it got).
+async fn whole_head(tcp: &mut TcpStream, head: Bytes, within: Duration) -> io::Result<Bytes> {
+    let mut head = head.to_vec();
+    let mut buf = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + within;
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            Ok(Ok(n)) => head.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(Bytes::from(head))
+}
+
+/// For a complete, plain `GET /api/v1/events` (HTTP/1.x, no body, nothing
+/// after its head): its `Last-Event-ID`, if any. `None` for anything else
+/// (hyper serves it).
+fn plain_events_request(head: &[u8]) -> Option<Option<String>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        _ => return None,
+    }
+    let path = req.path?;
+    if req.method? != "GET" || !(path == "/api/v1/events" || path.starts_with("/api/v1/events?")) {
+        return None;
+    }
+    let mut last = None;
+    for h in req.headers.iter() {
+        let body = h.name.eq_ignore_ascii_case("content-length") && h.value != b"0"
+            || h.name.eq_ignore_ascii_case("transfer-encoding")
+            || h.name.eq_ignore_ascii_case("upgrade");
+        if body {
+            return None;
+        }
+        if h.name.eq_ignore_ascii_case("last-event-id") {
+            last = Some(std::str::from_utf8(h.value).ok()?.to_string());
+        }
+    }
+    Some(last)
 }
 
 /// The side of a request starting with `head`, once it is known.

@@ -260,15 +260,23 @@ pub fn crowd(station: &StationHandle) -> bool {
 
 /// The seq of this station's tap named by a `Last-Event-ID` ("station:seq").
 fn last_tap(headers: &HeaderMap, station: &str) -> Option<u64> {
-    let id = headers.get("last-event-id")?.to_str().ok()?;
+    tap_seq(headers.get("last-event-id")?.to_str().ok()?, station)
+}
+
+fn tap_seq(id: &str, station: &str) -> Option<u64> {
     let (from, seq) = id.trim().rsplit_once(':')?;
     (from == station).then(|| seq.parse().ok()).flatten()
 }
 
-pub(super) async fn events(State(s): State<AppState>, headers: HeaderMap) -> Response {
+/// The frames of one event stream: the taps missed since `last` (when
+/// they are all still kept) and the whole state, then the live events and
+/// a keep-alive comment every 15 s, until shutdown.
+async fn frames(
+    s: &AppState,
+    last: Option<u64>,
+) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
     let crowd = s.station.metrics().sse_clients.inc() >= DIRECT_STREAMS;
     let open = OpenStream(s.station.clone());
-    let last = last_tap(&headers, &s.station.snapshot().station);
     // Subscribe before taking the snapshot, so nothing falls between them;
     // the missed taps (if any) are taken in the same step.
     let (live, replay) = if crowd {
@@ -279,7 +287,7 @@ pub(super) async fn events(State(s): State<AppState>, headers: HeaderMap) -> Res
                 Err(RecvError::Lagged(n)) => lagged(&open, n),
                 Err(RecvError::Closed) => return None,
             };
-            Some((Ok::<_, Infallible>(frame), (rx, open)))
+            Some((frame, (rx, open)))
         })
         .boxed();
         (live, replay)
@@ -304,14 +312,11 @@ pub(super) async fn events(State(s): State<AppState>, headers: HeaderMap) -> Res
                     Err(RecvError::Closed) => return None,
                 }
             };
-            Some((Ok::<_, Infallible>(frame), (rx, open)))
+            Some((frame, (rx, open)))
         })
         .boxed();
         (live, replay)
     };
-    if let Some(id) = headers.get("last-event-id") {
-        tracing::debug!(last_event_id = ?id, replayed = replay.is_some(), "event stream resumed");
-    }
     // The missed taps (when they are all still kept), then the whole state.
     let mut first: Vec<u8> = replay.map(|b: Bytes| b.to_vec()).unwrap_or_default();
     first.extend_from_slice(&resync_frames(&s.station.snapshot()));
@@ -319,10 +324,18 @@ pub(super) async fn events(State(s): State<AppState>, headers: HeaderMap) -> Res
     let mut keepalive = tokio::time::interval(Duration::from_secs(15));
     keepalive.reset(); // the first tick after 15 s, not now
     let keepalive = tokio_stream::wrappers::IntervalStream::new(keepalive)
-        .map(|_| Ok(Bytes::from_static(b": keep-alive\n\n")));
-    let stream = futures_util::stream::once(async move { Ok(first) })
+        .map(|_| Bytes::from_static(b": keep-alive\n\n"));
+    futures_util::stream::once(async move { first })
         .chain(futures_util::stream::select(live, keepalive))
-        .take_until(s.shutdown.clone().cancelled_owned());
+        .take_until(s.shutdown.clone().cancelled_owned())
+}
+
+pub(super) async fn events(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let last = last_tap(&headers, &s.station.snapshot().station);
+    if let Some(id) = headers.get("last-event-id") {
+        tracing::debug!(last_event_id = ?id, "event stream resumed");
+    }
+    let stream = frames(&s, last).await.map(Ok::<_, Infallible>);
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -331,6 +344,48 @@ pub(super) async fn events(State(s): State<AppState>, headers: HeaderMap) -> Res
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// The head of a raw event stream's response: the body is the frames, and
+/// ends when the connection does.
+const RAW_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+cache-control: no-cache\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n";
+
+/// Serve a plain `GET /api/v1/events` on the connection itself, without
+/// HTTP machinery: its response never ends, so keeping hyper's read and
+/// write buffers (8 KiB each) for it cost more than the rest of the stream
+/// (`cargo bench --bench sse_load`, memory per stream). `last_event_id` is
+/// the request's `Last-Event-ID`.
+pub(super) async fn serve_raw(
+    io: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    s: AppState,
+    last_event_id: Option<&str>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let own = s.station.snapshot().station.clone();
+    let last = last_event_id.and_then(|id| tap_seq(id, &own));
+    if let Some(id) = last_event_id {
+        tracing::debug!(last_event_id = id, "event stream resumed");
+    }
+    let stream = frames(&s, last).await;
+    tokio::pin!(stream);
+    let (mut from, mut to) = tokio::io::split(io);
+    if to.write_all(RAW_HEAD).await.is_err() {
+        return;
+    }
+    // The client sends nothing more; its end (or a reset) is read at once,
+    // so a closed browser gives its place back without waiting for a write.
+    let mut probe = [0u8; 64];
+    loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(f) => if to.write_all(&f).await.is_err() { return },
+                None => break,
+            },
+            r = from.read(&mut probe) => if matches!(r, Ok(0) | Err(_)) { return },
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 #[cfg(test)]
