@@ -465,4 +465,34 @@ mod tests {
             "this address holds its maximum of 3 connections"
         );
     }
+
+    #[test]
+    fn only_a_whole_plain_get_of_the_events_is_served_raw() {
+        let plain = b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+        assert_eq!(plain_events_request(plain), Some(None));
+        let resumed = b"GET /api/v1/events?x=1 HTTP/1.1\r\nLast-Event-ID: hall-a:42\r\n\r\n";
+        assert_eq!(
+            plain_events_request(resumed),
+            Some(Some("hall-a:42".to_string()))
+        );
+        for other in [
+            // Not whole yet, or something after the head (pipelined).
+            &b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n"[..],
+            b"GET /api/v1/events HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            // Another method or path, a body, an upgrade: hyper answers.
+            b"HEAD /api/v1/events HTTP/1.1\r\n\r\n",
+            b"GET /api/v1/eventsx HTTP/1.1\r\n\r\n",
+            b"GET /api/v1/events HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+            b"GET /api/v1/events HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET /api/v1/events HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"garbage\r\n\r\n",
+        ] {
+            assert_eq!(
+                plain_events_request(other),
+                None,
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
 }
