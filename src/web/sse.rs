@@ -60,40 +60,69 @@ fn encode(event: &Event) -> Bytes {
 
 /// Fan-out for the event streams: one task turns each Station event into
 /// SSE bytes once; every client stream just forwards those bytes. (With
-/// 10,000 clients, encoding per client cost more than the writes.)
+/// 10,000 clients, encoding per client cost more than the writes.) While no
+/// stream takes its frames (the first [`DIRECT_STREAMS`] read the Station
+/// directly) the hub is idle and not subscribed to the Station: a station
+/// with a projector and a few operator pages does not wake its fan-out
+/// thread for every tap.
 #[derive(Clone, Debug)]
 pub struct SseHub {
     /// Hub task → client streams: encoded frames.
     tx: broadcast::Sender<Bytes>,
-    /// The taps of the frames sent (each encoded alone), for replay; frames
-    /// are sent under its lock.
-    ring: Arc<std::sync::Mutex<TapRing<Bytes>>>,
+    /// The taps of the frames sent (each encoded alone), for replay, and
+    /// whether the hub is idle; frames are sent under its lock.
+    shared: Arc<std::sync::Mutex<Shared>>,
     /// The highest tap seq the hub has sent (it trails the Station by a
     /// moment); `u64::MAX` after it lost some.
     sent_through: Arc<tokio::sync::watch::Sender<u64>>,
+    /// A stream → the idle hub: take frames again.
+    wake: Arc<tokio::sync::Notify>,
+    /// Whether the hub is subscribed to the Station (set by the hub).
+    active: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    ring: TapRing<Bytes>,
+    idle: bool,
 }
 
 impl SseHub {
     /// Subscribe to the frames and take the taps sent after `last`, in one
-    /// step (see [`StationHandle::subscribe_after`]).
+    /// step (see [`StationHandle::subscribe_after`]). An idle hub is woken
+    /// first and waited for; what it sent before it slept is not replayed
+    /// (the stream's first burst is the whole state anyway).
     async fn subscribe_after(
         &self,
         last: Option<u64>,
     ) -> (broadcast::Receiver<Bytes>, Option<Bytes>) {
-        if let Some(l) = last {
+        if let Some(l) = last
+            && *self.active.borrow()
+        {
             // A client may have seen a tap (from a direct stream) that the
             // hub has not sent yet: wait for the hub to catch up.
             let mut sent = self.sent_through.subscribe();
             let _ = tokio::time::timeout(Duration::from_secs(1), sent.wait_for(|t| *t >= l)).await;
         }
-        let ring = self
-            .ring
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let replay = last
-            .and_then(|l| ring.after(l))
-            .map(|taps| taps.concat().into());
-        (self.tx.subscribe(), replay)
+        let (rx, replay, woke) = {
+            let mut shared = self
+                .shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let rx = self.tx.subscribe();
+            let woke = std::mem::replace(&mut shared.idle, false);
+            let replay = last
+                .filter(|_| !woke)
+                .and_then(|l| shared.ring.after(l))
+                .map(|taps| taps.concat().into());
+            (rx, replay, woke)
+        };
+        if woke {
+            self.wake.notify_one();
+            let mut active = self.active.subscribe();
+            let _ = tokio::time::timeout(Duration::from_secs(1), active.wait_for(|a| *a)).await;
+        }
+        (rx, replay)
     }
 }
 
@@ -109,97 +138,133 @@ impl SseHub {
     #[must_use]
     pub fn start(station: &StationHandle, shutdown: CancellationToken, rt: &Handle) -> Self {
         let (tx, _) = broadcast::channel(1024);
-        let (mut events, _, through) = station.subscribe_after(None);
-        let ring = Arc::new(std::sync::Mutex::new(TapRing::new(through)));
-        let sent_through = Arc::new(tokio::sync::watch::Sender::new(through));
-        let sent = sent_through.clone();
-        let out = tx.clone();
-        let out_ring = ring.clone();
+        let shared = Arc::new(std::sync::Mutex::new(Shared {
+            ring: TapRing::new(0),
+            idle: true,
+        }));
+        let hub = Self {
+            tx,
+            shared,
+            sent_through: Arc::new(tokio::sync::watch::Sender::new(0)),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            active: Arc::new(tokio::sync::watch::Sender::new(false)),
+        };
+        let me = hub.clone();
         let station = station.clone();
-        let own = station.snapshot().station.clone();
         rt.spawn(async move {
-            let mut last_send = tokio::time::Instant::now() - BATCH_WINDOW;
             loop {
-                let first = tokio::select! {
+                tokio::select! {
                     () = shutdown.cancelled() => return,
-                    e = events.recv() => e,
-                };
-                let mut batch = match first {
-                    Ok(e) => vec![e],
-                    Err(RecvError::Lagged(_)) => {
-                        let mut ring = out_ring
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        ring.break_off();
-                        sent.send_replace(u64::MAX);
-                        let _ = out.send(resync_frames(&station.snapshot()));
-                        continue;
-                    }
-                    Err(RecvError::Closed) => return,
-                };
-                let mut lost = false;
-                if out.receiver_count() > BATCH_ABOVE {
-                    let until = last_send + BATCH_WINDOW;
-                    loop {
-                        tokio::select! {
-                            () = tokio::time::sleep_until(until) => break,
-                            e = events.recv() => match e {
-                                Ok(e) => batch.push(e),
-                                Err(e) => {
-                                    lost = matches!(e, RecvError::Lagged(_));
-                                    break;
-                                }
-                            },
-                        }
-                    }
+                    () = me.wake.notified() => {}
                 }
-                // Whatever else is already waiting goes out in the same write:
-                // a tap and its tally are one wake-up per client.
-                while batch.len() < 4096 {
-                    match events.try_recv() {
-                        Ok(e) => batch.push(e),
-                        Err(e) => {
-                            lost |= matches!(e, broadcast::error::TryRecvError::Lagged(_));
-                            break;
-                        }
-                    }
+                if me.serve(&station, &shutdown).await.is_break() {
+                    return;
                 }
-                let parts = encode_batch(&batch, &own);
-                // Only events that are not for public streams (names).
-                if parts.is_empty() {
-                    continue;
-                }
-                let frame: Bytes = parts
-                    .iter()
-                    .map(|(_, b)| &b[..])
-                    .collect::<Vec<_>>()
-                    .concat()
-                    .into();
-                let mut ring = out_ring
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for (seq, part) in parts {
-                    if let Some(seq) = seq {
-                        ring.push(seq, part);
-                    }
-                }
-                let _ = out.send(frame);
-                if lost {
-                    // Events were skipped: no replay across the gap, and
-                    // every stream gets the whole state.
-                    ring.break_off();
-                    let _ = out.send(resync_frames(&station.snapshot()));
-                }
-                sent.send_replace(ring.through());
-                drop(ring);
-                last_send = tokio::time::Instant::now();
             }
         });
-        Self {
-            tx,
-            ring,
-            sent_through,
+        hub
+    }
+
+    /// Take the Station's events and send them as frames until no stream
+    /// takes them any more (Continue: idle) or the Station or the server
+    /// stops (Break).
+    async fn serve(
+        &self,
+        station: &StationHandle,
+        shutdown: &CancellationToken,
+    ) -> std::ops::ControlFlow<()> {
+        use std::ops::ControlFlow::{Break, Continue};
+        let (mut events, _, through) = station.subscribe_after(None);
+        let own = station.snapshot().station.clone();
+        self.lock().ring = TapRing::new(through);
+        self.sent_through.send_replace(through);
+        self.active.send_replace(true);
+        let out = &self.tx;
+        let mut last_send = tokio::time::Instant::now() - BATCH_WINDOW;
+        loop {
+            let first = tokio::select! {
+                () = shutdown.cancelled() => return Break(()),
+                e = events.recv() => e,
+            };
+            let mut batch = match first {
+                Ok(e) => vec![e],
+                Err(RecvError::Lagged(_)) => {
+                    let mut shared = self.lock();
+                    shared.ring.break_off();
+                    self.sent_through.send_replace(u64::MAX);
+                    let _ = out.send(resync_frames(&station.snapshot()));
+                    continue;
+                }
+                Err(RecvError::Closed) => return Break(()),
+            };
+            let mut lost = false;
+            if out.receiver_count() > BATCH_ABOVE {
+                let until = last_send + BATCH_WINDOW;
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => break,
+                        e = events.recv() => match e {
+                            Ok(e) => batch.push(e),
+                            Err(e) => {
+                                lost = matches!(e, RecvError::Lagged(_));
+                                break;
+                            }
+                        },
+                    }
+                }
+            }
+            // Whatever else is already waiting goes out in the same write:
+            // a tap and its tally are one wake-up per client.
+            while batch.len() < 4096 {
+                match events.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(e) => {
+                        lost |= matches!(e, broadcast::error::TryRecvError::Lagged(_));
+                        break;
+                    }
+                }
+            }
+            let parts = encode_batch(&batch, &own);
+            let mut shared = self.lock();
+            // No stream left: sleep until one comes (under the lock, so a
+            // stream subscribing now sees the hub idle and wakes it).
+            if out.receiver_count() == 0 {
+                shared.idle = true;
+                self.active.send_replace(false);
+                return Continue(());
+            }
+            // Only events that are not for public streams (names).
+            if parts.is_empty() {
+                continue;
+            }
+            let frame: Bytes = parts
+                .iter()
+                .map(|(_, b)| &b[..])
+                .collect::<Vec<_>>()
+                .concat()
+                .into();
+            for (seq, part) in parts {
+                if let Some(seq) = seq {
+                    shared.ring.push(seq, part);
+                }
+            }
+            let _ = out.send(frame);
+            if lost {
+                // Events were skipped: no replay across the gap, and
+                // every stream gets the whole state.
+                shared.ring.break_off();
+                let _ = out.send(resync_frames(&station.snapshot()));
+            }
+            self.sent_through.send_replace(shared.ring.through());
+            drop(shared);
+            last_send = tokio::time::Instant::now();
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
