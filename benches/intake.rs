@@ -10,7 +10,9 @@
 //! with the spread.
 //!
 //! `BENCH_RATES=1000,5000` picks the rates (default 200 with 8 readers,
-//! then 1,000, 2,000, 5,000 and 10,000 with 64).
+//! then 1,000, 2,000, 5,000 and 10,000 with 64). `BENCH_BINARY` runs
+//! another build of the station, e.g. the headless one:
+//! `cargo build --release --no-default-features` into its own target dir.
 
 mod common;
 

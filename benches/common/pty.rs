@@ -49,7 +49,11 @@ impl PtyRig {
         }
         let cfg = dir.path().join("station.toml");
         std::fs::write(&cfg, cfg_text).unwrap();
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pollstation"));
+        // `BENCH_BINARY`: another build of the station (e.g. the headless
+        // one, `--no-default-features`).
+        let bin = std::env::var("BENCH_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_pollstation").to_string());
+        let mut cmd = std::process::Command::new(bin);
         cmd.args(["run", "--no-screen", "--config"])
             .arg(&cfg)
             .env("RUST_LOG", "warn,pollstation=info");
