@@ -11,7 +11,8 @@
 //!
 //! 1. [`domain`] — the pure core: polls, tags, taps, people, the tally
 //!    fold, the intake rules, back-off, text checks. std, serde, thiserror
-//!    and hex only; no tokio, no I/O, no clock.
+//!    and hex only (and utoipa's `ToSchema` derive on the types the HTTP API
+//!    serializes, for the OpenAPI document); no tokio, no I/O, no clock.
 //! 2. [`sys`] — what is asked of the OS: thread priorities, the wall clock,
 //!    secrets, the private data directory. Imports no other layer.
 //! 3. [`config`] — the TOML file: raw serde structs, validation with lines,

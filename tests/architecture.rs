@@ -54,8 +54,19 @@ fn crate_home(krate: &str) -> Option<&'static [&'static str]> {
     })
 }
 
-/// Crates the domain may use.
-const DOMAIN_CRATES: &[&str] = &["std", "core", "alloc", "serde", "thiserror", "hex"];
+/// Crates the domain may use. `utoipa` only for `derive(utoipa::ToSchema)`
+/// on the types the HTTP API serializes: it describes their JSON shape for
+/// the OpenAPI document (generated from the same types, so it cannot drift)
+/// and adds no behaviour.
+const DOMAIN_CRATES: &[&str] = &[
+    "std",
+    "core",
+    "alloc",
+    "serde",
+    "thiserror",
+    "hex",
+    "utoipa",
+];
 
 /// Primitive types, whose associated functions look like paths.
 const PRIMITIVES: &[&str] = &[

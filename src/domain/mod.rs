@@ -8,7 +8,8 @@
 //! Invariants:
 //! - no I/O, no clock, no async: time is passed in, results are returned;
 //! - imports nothing of the crate, and of the outside only std, serde,
-//!   thiserror and hex (a test in `tests/architecture.rs` keeps it so);
+//!   thiserror and hex, and utoipa's `ToSchema` derive on the types the
+//!   HTTP API serializes (a test in `tests/architecture.rs` keeps it so);
 //! - everything here is unit- or property-tested.
 
 pub mod backoff;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::tap::TapKey;
 
 /// How the taps of one person in one poll become votes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Rule {
     /// A person's first tap counts; later ones are kept but do not count.
@@ -36,14 +36,14 @@ impl fmt::Display for Rule {
 }
 
 /// One answer of a poll.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Answer {
     pub id: String,
     pub label: String,
 }
 
 /// The static definition of a poll (from the config).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PollDef {
     pub id: String,
     pub question: String,
@@ -57,7 +57,9 @@ pub struct PollDef {
 
 /// How a poll is drawn: bars (the default), or a word cloud for a poll
 /// choosing from many keywords.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Display {
     #[default]
@@ -102,7 +104,7 @@ pub fn slot_index(slot: char) -> Option<usize> {
 }
 
 /// What a tap on a reader means.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Binding {
     /// Always this answer of this poll.

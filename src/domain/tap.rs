@@ -104,11 +104,13 @@ pub struct TapKey {
 }
 
 /// One arrival of a tag on a reader, with what it meant when it was read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tap {
     pub station: Arc<str>,
     pub seq: u64,
     pub reader: Arc<str>,
+    /// The tag's UID, upper-case hex.
+    #[schema(value_type = String, example = "04A1B2C3")]
     pub tag: TagUid,
     /// Milliseconds since the Unix epoch.
     pub at: i64,
@@ -129,12 +131,13 @@ impl Tap {
 
 /// A tap as admin consumers see it (with its tag): the export's shape, plus
 /// whether it counted and whether it was a repeat where that is known.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TapRecord<'a> {
     #[serde(flatten)]
     pub tap: &'a Tap,
     /// Absent in the export (it depends on everything else in the log).
     #[serde(skip_serializing_if = "Counted::is_absent")]
+    #[schema(value_type = Option<bool>)]
     pub counted: Counted,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repeat: Option<bool>,

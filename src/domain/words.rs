@@ -9,7 +9,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 /// A language the station speaks (`[station] language`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     #[default]
@@ -60,7 +60,7 @@ impl FromStr for Language {
 
 /// Every text, by its use. Placeholders: none; the parts are joined by the
 /// code that shows them ("Thank you, Anna!" is `thank_you_name` + name + `!`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Words {
     pub vote: &'static str,
     pub votes: &'static str,

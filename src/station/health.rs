@@ -12,7 +12,7 @@ use super::view::{
 };
 
 /// How bad it is, from fine to votes being lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Level {
     Ok,
@@ -34,7 +34,7 @@ impl Level {
 }
 
 /// One component's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Component {
     /// `store`, `reader:<id>`, `network`, `hotplug`, `polls`, `identity`, `xmpp`, `herd`.
     pub component: String,
@@ -45,7 +45,7 @@ pub struct Component {
 }
 
 /// The worst level and every component.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Overview {
     pub level: Level,
     pub components: Vec<Component>,

@@ -20,7 +20,7 @@ const NICE_BUCKETS_S: &[i64] = &[
 const AUTO_BUCKETS: i64 = 120;
 
 /// A poll's timeline, as `GET /api/v1/polls/{poll}/timeline` serves it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Timeline {
     pub poll: String,
     pub bucket_ms: i64,

@@ -16,7 +16,7 @@ use crate::domain::tally::TallyView;
 use crate::domain::{Binding, PollDef, TagUid};
 
 /// Whether the station can reach the world, as NetworkManager says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NetState {
     Online,
@@ -40,7 +40,7 @@ impl NetState {
 }
 
 /// The network as the outputs show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct NetworkStatus {
     pub state: NetState,
     pub detail: String,
@@ -49,7 +49,7 @@ pub struct NetworkStatus {
 }
 
 /// Whether reader hotplug is followed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HotplugState {
     Watching,
@@ -67,7 +67,7 @@ pub struct HotplugStatus {
 }
 
 /// Hotplug as the outputs show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HotplugView {
     pub state: HotplugState,
     pub detail: String,
@@ -76,7 +76,7 @@ pub struct HotplugView {
 }
 
 /// The XMPP link's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum XmppState {
     /// No `[xmpp]` in the config.
@@ -102,7 +102,7 @@ impl XmppState {
 }
 
 /// The XMPP link as the outputs show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct XmppView {
     pub state: XmppState,
     pub detail: String,
@@ -113,7 +113,7 @@ pub struct XmppView {
 }
 
 /// How identity lookups are doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub enum IdentityState {
     #[serde(rename = "not configured")]
     NotConfigured,
@@ -131,7 +131,7 @@ pub enum IdentityState {
 }
 
 /// Identity lookups as the outputs show them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IdentityView {
     pub state: IdentityState,
     pub detail: String,
@@ -142,7 +142,7 @@ pub struct IdentityView {
 }
 
 /// Results heard from another station or site over XMPP.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RemoteTally {
     /// `xmpp:<service>?;node=<node>`
     pub source: String,
@@ -156,7 +156,7 @@ pub struct RemoteTally {
 }
 
 /// A poll's definition and live state, as the API lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PollState {
     #[serde(flatten)]
     pub def: PollDef,
@@ -164,7 +164,7 @@ pub struct PollState {
 }
 
 /// Reader connection state, reported by the reader tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReaderStatus {
     Connected,
@@ -172,11 +172,13 @@ pub enum ReaderStatus {
 }
 
 /// A reader as the API and the screens show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReaderState {
     pub id: String,
     pub status: ReaderStatus,
     pub binding: Binding,
+    /// pn532, sm130, id12, rdm6300, text or auto.
+    #[schema(value_type = String, example = "pn532")]
     pub protocol: Protocol,
     pub device: String,
     pub last_error: Option<String>,
@@ -186,7 +188,7 @@ pub struct ReaderState {
 }
 
 /// Whether the log can be written.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StoreHealth {
     pub writable: bool,
     pub error: Option<String>,
@@ -196,7 +198,7 @@ pub struct StoreHealth {
 }
 
 /// How the state was rebuilt at start.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StartupReplay {
     /// Whether a checkpoint was used (the JSON keeps its old name).
     #[serde(rename = "from_snapshot")]
@@ -206,7 +208,7 @@ pub struct StartupReplay {
 }
 
 /// A herd link's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkState {
     Connecting,
@@ -215,7 +217,7 @@ pub enum LinkState {
 }
 
 /// One peer of the herd, as its link reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PeerView {
     /// The address dialled, or the one a peer came from.
     pub address: String,
@@ -239,7 +241,7 @@ pub struct PeerView {
 }
 
 /// One origin's feeds as this station holds them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OriginView {
     pub origin: String,
     pub taps: u64,
@@ -252,7 +254,7 @@ pub struct OriginView {
 }
 
 /// A connection the herd refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RefusedPeer {
     pub address: String,
     pub reason: String,
@@ -260,7 +262,7 @@ pub struct RefusedPeer {
 }
 
 /// The herd as the outputs show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HerdView {
     pub id: String,
     pub polls_hash: String,

@@ -36,10 +36,21 @@ fn bad_request(detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad request", detail)
 }
 
-#[derive(Deserialize)]
+/// `POST /api/v1/taps`: a tap as if read.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TapRequest {
+pub(super) struct TapRequest {
+    /// A configured reader's id.
+    #[schema(
+        example = "post-1",
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9._-]+$"
+    )]
     reader: String,
+    /// The tag's UID: hex (4, 7 or 10 bytes; `:`, `-` or spaces between
+    /// bytes allowed) or decimal.
+    #[schema(example = "04A1B2C3", min_length = 1, max_length = 64)]
     tag: String,
 }
 
@@ -53,6 +64,19 @@ fn tap_record(o: &TapOutcome) -> TapRecord<'_> {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/taps", tag = "admin", security(("admin" = [])),
+    request_body = TapRequest,
+    responses(
+        (status = 201, description = "Taken: durable, announced", body = crate::domain::TapRecord),
+        (status = 200, description = "A repeat inside the debounce window: the earlier tap", body = crate::domain::TapRecord),
+        (status = 400, description = "Not a tap request", body = super::error::ErrorBody),
+        (status = 401, description = "No or a wrong admin token", body = super::error::ErrorBody),
+        (status = 404, description = "No such reader", body = super::error::ErrorBody),
+        (status = 409, description = "The reader has no answer now (poll closed, no active poll)", body = super::error::ErrorBody),
+        (status = 413, description = "The body is too large", body = super::error::ErrorBody),
+        (status = 422, description = "Not a tag UID", body = super::error::ErrorBody),
+        (status = 503, description = "Not recorded: the log cannot be written, or the station is restoring or stopping", body = super::error::ErrorBody),
+    ))]
 pub(super) async fn inject_tap(
     _: Admin,
     State(s): State<AppState>,
@@ -77,13 +101,24 @@ pub(super) async fn inject_tap(
 /// Bind a plugged-in device as a new reader: `{"device": "/dev/rfid/x",
 /// "slot": "A"}` or `{"device": …, "poll": …, "answer": …}`; optional `id`
 /// (default: the device's file name) and `protocol` (default `auto`).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BindRequest {
+pub(super) struct BindRequest {
+    /// A plugged-in reader device (as the hotplug watcher announced it) or
+    /// a path under `/dev/`.
+    #[schema(example = "/dev/rfid/post-3", pattern = "^/dev/[^/]+(/[^/]+)*$")]
     device: String,
+    /// Default: the device's file name.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     id: Option<String>,
+    /// pn532, sm130, id12, rdm6300, text or auto (default).
+    #[schema(example = "auto")]
     protocol: Option<String>,
+    /// An answer slot (A, B, …) of whichever poll is active; or give a
+    /// fixed `poll` and `answer` instead.
+    #[schema(example = "A", pattern = "^[A-Za-z]$")]
     slot: Option<String>,
+    /// With `answer`: a fixed poll's answer (instead of `slot`).
     poll: Option<String>,
     answer: Option<String>,
 }
@@ -109,6 +144,17 @@ fn device_path(device: &str, announced: &[String]) -> Result<std::path::PathBuf,
     Ok(path.to_path_buf())
 }
 
+#[utoipa::path(post, path = "/api/v1/readers", tag = "admin", security(("admin" = [])),
+    request_body = BindRequest,
+    responses(
+        (status = 201, description = "Bound and started (kept until the next restart)", body = crate::station::ReaderState),
+        (status = 400, description = "Not a binding request, a device outside /dev/, a bad id or protocol", body = super::error::ErrorBody),
+        (status = 401, description = "No or a wrong admin token", body = super::error::ErrorBody),
+        (status = 409, description = "The id or the device is already a reader's", body = super::error::ErrorBody),
+        (status = 413, description = "The body is too large", body = super::error::ErrorBody),
+        (status = 422, description = "The binding names an unknown poll, answer or slot", body = super::error::ErrorBody),
+        (status = 503, description = "The station is stopping", body = super::error::ErrorBody),
+    ))]
 pub(super) async fn bind_reader(
     _: Admin,
     State(s): State<AppState>,
@@ -159,6 +205,17 @@ pub(super) async fn bind_reader(
     Ok((StatusCode::CREATED, Json(state)).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/polls/{poll}/{action}", tag = "admin", security(("admin" = [])),
+    params(
+        ("poll" = String, Path, description = "A poll's id"),
+        ("action" = String, Path, description = "open, close, reset or activate"),
+    ),
+    responses(
+        (status = 200, description = "Done and logged: the poll as it is now", body = crate::station::PollState),
+        (status = 401, description = "No or a wrong admin token", body = super::error::ErrorBody),
+        (status = 404, description = "No such poll or action", body = super::error::ErrorBody),
+        (status = 503, description = "Not recorded: the log cannot be written, or the station is stopping", body = super::error::ErrorBody),
+    ))]
 pub(super) async fn poll_action(
     _: Admin,
     State(s): State<AppState>,
@@ -173,15 +230,32 @@ pub(super) async fn poll_action(
     Ok(Json(state).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ExportQuery {
+    /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)$", example = "csv")]
     format: Option<String>,
+    /// Only taps logged after this one (`station:seq`, a tap the log holds).
+    #[param(example = "hall-a:42", pattern = "^[A-Za-z0-9._-]+:[0-9]+$")]
     after: Option<String>,
     /// Only the last N taps (JSON array, oldest first): the operator page.
     tail: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/v1/taps", tag = "admin", security(("admin" = [])),
+    params(ExportQuery),
+    responses(
+        (status = 200, description = "Every tap (with tag UIDs), streamed in log order; `format=csv` as CSV", content(
+            (Vec<crate::domain::TapRecord> = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 400, description = "A bad query", body = super::error::ErrorBody),
+        (status = 401, description = "No or a wrong admin token", body = super::error::ErrorBody),
+        (status = 404, description = "`after` names a tap the log does not hold", body = super::error::ErrorBody),
+        (status = 503, description = "The log cannot be read", body = super::error::ErrorBody),
+    ))]
 pub(super) async fn export_taps(
     _: Admin,
     State(s): State<AppState>,

@@ -12,6 +12,17 @@ use super::AppState;
 use crate::domain::intake::Refusal;
 use crate::station::{ActionError, BindError, StoreError, TapError};
 
+/// An error's body, as every 4xx and 5xx answer carries it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What kind of failure, in a few words (`"unknown poll"`).
+    #[schema(example = "unknown poll")]
+    pub error: String,
+    /// What exactly went wrong, and what to do about it.
+    #[schema(example = "no poll \"lunch\" is configured")]
+    pub detail: String,
+}
+
 /// An error as clients see it.
 #[derive(Debug)]
 pub struct ApiError {
@@ -34,7 +45,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(json!({ "error": self.error, "detail": self.detail })),
+            Json(ErrorBody {
+                error: self.error.to_string(),
+                detail: self.detail,
+            }),
         )
             .into_response()
     }

@@ -21,6 +21,7 @@ mod admin;
 mod conn;
 mod error;
 pub mod gate;
+pub mod openapi;
 pub mod pages;
 pub mod room;
 pub mod serve;
@@ -73,6 +74,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route("/api/v1/room", get(room::room))
         .route("/api/v1/qr.svg", get(room::qr))
         .route("/api/v1/herd", get(pages::herd))
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/polls/{poll}/{action}", post(admin::poll_action))
         .route(
             "/api/v1/taps",

@@ -8,7 +8,6 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{ApiError, AppState, svg};
 use crate::domain::Language;
@@ -39,15 +38,32 @@ impl Room {
     }
 }
 
-pub(super) async fn room(State(s): State<AppState>) -> Json<serde_json::Value> {
+/// `GET /api/v1/room`: what the pages show besides the polls.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct RoomInfo<'a> {
+    language: crate::domain::words::Language,
+    /// Every visitor text of the pages, in that language.
+    words: &'a crate::domain::words::Words,
+    /// The address the QR code carries.
+    public_url: &'a str,
+    /// Whether the kiosk shows the QR code.
+    qr: bool,
+    /// Seconds each open poll is shown before the next (0: no rotation).
+    rotate_s: u64,
+}
+
+#[utoipa::path(get, path = "/api/v1/room", tag = "public",
+    responses((status = 200, description = "Language, texts, public address, QR code and rotation of the pages", body = RoomInfo)))]
+pub(super) async fn room(State(s): State<AppState>) -> Response {
     let r = &s.room;
-    Json(json!({
-        "language": r.language,
-        "words": r.language.words(),
-        "public_url": r.public_url,
-        "qr": r.qr,
-        "rotate_s": r.rotate_s,
-    }))
+    Json(RoomInfo {
+        language: r.language,
+        words: r.language.words(),
+        public_url: &r.public_url,
+        qr: r.qr,
+        rotate_s: r.rotate_s,
+    })
+    .into_response()
 }
 
 fn svg_response(body: String, download: Option<&str>) -> Response {
@@ -67,6 +83,11 @@ fn svg_response(body: String, download: Option<&str>) -> Response {
     resp
 }
 
+#[utoipa::path(get, path = "/api/v1/qr.svg", tag = "public",
+    responses(
+        (status = 200, description = "The QR code of the public address", body = String, content_type = "image/svg+xml"),
+        (status = 404, description = "The address is too long for a QR code", body = super::error::ErrorBody),
+    ))]
 pub(super) async fn qr(State(s): State<AppState>) -> Response {
     match s.room.qr_svg() {
         Some(svg) => svg_response(svg, None),
@@ -79,9 +100,13 @@ pub(super) async fn qr(State(s): State<AppState>) -> Response {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct TimelineQuery {
+    /// Seconds per bucket, 0.001–2592000 (default: a round size giving at
+    /// most ~120 points; at most 2,000 buckets are served, else 400).
+    #[param(value_type = Option<f64>, minimum = 0.001, maximum = 2592000, example = 60)]
     bucket: Option<String>,
 }
 
@@ -115,6 +140,14 @@ async fn timeline_of(s: &AppState, poll: &str, q: &TimelineQuery) -> Result<Time
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/polls/{poll}/timeline", tag = "public",
+    params(("poll" = String, Path, description = "A poll's id"), TimelineQuery),
+    responses(
+        (status = 200, description = "Votes over time, folded from the log", body = Timeline),
+        (status = 400, description = "A bad bucket, or too many buckets", body = super::error::ErrorBody),
+        (status = 404, description = "No such poll", body = super::error::ErrorBody),
+        (status = 503, description = "The log cannot be read", body = super::error::ErrorBody),
+    ))]
 pub(super) async fn timeline(
     State(s): State<AppState>,
     UrlPath(poll): UrlPath<String>,
@@ -126,6 +159,14 @@ pub(super) async fn timeline(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/polls/{poll}/timeline.svg", tag = "public",
+    params(("poll" = String, Path, description = "A poll's id"), TimelineQuery),
+    responses(
+        (status = 200, description = "Votes over time as a chart", body = String, content_type = "image/svg+xml"),
+        (status = 400, description = "A bad bucket, or too many buckets", body = super::error::ErrorBody),
+        (status = 404, description = "No such poll", body = super::error::ErrorBody),
+        (status = 503, description = "The log cannot be read", body = super::error::ErrorBody),
+    ))]
 pub(super) async fn timeline_svg(
     State(s): State<AppState>,
     UrlPath(poll): UrlPath<String>,
@@ -137,6 +178,12 @@ pub(super) async fn timeline_svg(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/polls/{poll}/tally.svg", tag = "public",
+    params(("poll" = String, Path, description = "A poll's id")),
+    responses(
+        (status = 200, description = "The tally as an image (bars, counts, percentages)", body = String, content_type = "image/svg+xml"),
+        (status = 404, description = "No such poll", body = super::error::ErrorBody),
+    ))]
 pub(super) async fn tally_svg(
     State(s): State<AppState>,
     UrlPath(poll): UrlPath<String>,

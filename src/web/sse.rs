@@ -395,6 +395,9 @@ async fn frames(
         .take_until(s.shutdown.clone().cancelled_owned())
 }
 
+#[utoipa::path(get, path = "/api/v1/events", tag = "public",
+    params(("Last-Event-ID" = Option<String>, Header, description = "The last tap seen (`station:seq`): the taps missed are sent first")),
+    responses((status = 200, description = "Server-Sent Events: `status`, `tally`, `tap` (with `id: station:seq`, no tag UID) and `reader`; the whole state first", body = StreamEvent, content_type = "text/event-stream")))]
 pub(super) async fn events(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let last = last_tap(&headers, &s.station.snapshot().station);
     if let Some(id) = headers.get("last-event-id") {
@@ -409,6 +412,29 @@ pub(super) async fn events(State(s): State<AppState>, headers: HeaderMap) -> Res
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// One event of `GET /api/v1/events`, as the OpenAPI document describes it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only: the frames are written by `encode`
+pub(super) struct StreamEvent {
+    event: StreamEventName,
+    /// JSON: the station (`status`, as `GET /api/v1/station`), a poll's
+    /// tally (`tally`), a tap without its tag UID (`tap`), a reader's state
+    /// (`reader`).
+    data: String,
+    /// `station:seq`, on `tap` events.
+    id: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+pub(super) enum StreamEventName {
+    Status,
+    Tally,
+    Tap,
+    Reader,
 }
 
 /// The head of a raw event stream's response: the body is the frames, and

@@ -69,7 +69,7 @@ pub enum Effect {
 }
 
 /// The public facts of the latest tap of a poll (no tag UID).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LastTap {
     pub station: Arc<str>,
     pub seq: u64,
@@ -156,7 +156,7 @@ impl PollTally {
 }
 
 /// A poll's counts, as the API and the screens show them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TallyView {
     pub poll: String,
     pub total: u64,
@@ -166,7 +166,7 @@ pub struct TallyView {
     pub by_station: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AnswerCount {
     pub id: String,
     pub label: String,

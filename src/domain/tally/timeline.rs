@@ -22,7 +22,7 @@ pub struct TimedAction {
 }
 
 /// One bucket: `[start, end)`, with the cumulative counts at its end.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Bucket {
     pub start: i64,
     pub end: i64,
