@@ -51,7 +51,10 @@ pub(super) async fn operator() -> Response {
 #[utoipa::path(get, path = "/assets/{name}", tag = "pages",
     params(("name" = String, Path, description = "app.js, operator.js, style.css, …")),
     responses(
-        (status = 200, description = "A script, stylesheet or image of the pages", body = String, content_type = "text/plain"),
+        (status = 200, description = "A script or stylesheet of the pages", content(
+            (String = "text/javascript"),
+            (String = "text/css"),
+        )),
         (status = 404, description = "No such asset", body = super::error::ErrorBody),
     ))]
 pub(super) async fn asset(UrlPath(name): UrlPath<String>) -> Response {
