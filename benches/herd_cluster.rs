@@ -106,17 +106,7 @@ async fn peers_up(http: &reqwest::Client, m: &Member) -> usize {
     let Ok(r) = http.get(format!("{}/api/v1/herd", m.base)).send().await else {
         return 0;
     };
-    let v: serde_json::Value = r.json().await.unwrap_or_default();
-    v["herd"]["peers"].as_array().map_or(0, |p| {
-        p.iter()
-            .filter(|p| {
-                p["state"] == "up"
-                    && p["address"]
-                        .as_str()
-                        .is_some_and(|a| a.starts_with("xmpp:"))
-            })
-            .count()
-    })
+    rig::herd::xmpp_peers_up(&r.json().await.unwrap_or_default())
 }
 
 /// Taps `m` holds of each origin.

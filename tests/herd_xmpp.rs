@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::ejabberd::Cluster;
-use common::herd::{Mode, Proxy, converged, start_xmpp};
+use common::herd::{Mode, Proxy, converged, start_xmpp, xmpp_peers_up};
 use common::prosody::{PASSWORD, Prosody};
 use common::{Station, WAIT};
 use futures_util::StreamExt;
@@ -71,17 +71,7 @@ fn all_answered_are_held(
 /// Until `st` has its herd peers up over the server.
 async fn online(st: &Station, n: usize) {
     st.station_until(&format!("{n} herd peers up over XMPP"), |s| {
-        s["herd"]["peers"].as_array().is_some_and(|p| {
-            p.iter()
-                .filter(|p| {
-                    p["state"] == "up"
-                        && p["address"]
-                            .as_str()
-                            .is_some_and(|a| a.starts_with("xmpp:"))
-                })
-                .count()
-                >= n
-        })
+        xmpp_peers_up(s) >= n
     })
     .await;
 }

@@ -185,6 +185,21 @@ pub async fn converged(
     }
 }
 
+/// How many of a station's herd peers (in its `status` or `/api/v1/herd`
+/// JSON) are up over XMPP (its own node counts as one).
+pub fn xmpp_peers_up(v: &Value) -> usize {
+    v["herd"]["peers"].as_array().map_or(0, |p| {
+        p.iter()
+            .filter(|p| {
+                p["state"] == "up"
+                    && p["address"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with("xmpp:"))
+            })
+            .count()
+    })
+}
+
 /// Station `id` of a herd carried by the XMPP server at `server` (plain
 /// TCP, user `<id>@localhost`), its stations `stations`.
 pub fn start_xmpp(dir: &Path, id: &str, server: &str, stations: &[&str]) -> Station {

@@ -221,7 +221,13 @@ pub async fn run(
             Ok(c) => c,
             Err(e) => return tracing::error!("herd over xmpp: {e}"),
         };
-        let ended = session(c, &herd, &me, &mut peers, &station, &mut backoff, &shutdown).await;
+        let ctx = Ctx {
+            herd: &herd,
+            me: &me,
+            station: &station,
+            shutdown: &shutdown,
+        };
+        let ended = session(c, ctx, &mut peers, &mut backoff).await;
         let why = match ended {
             Ended::Shutdown => return,
             Ended::Offline => "network offline".to_string(),
@@ -243,15 +249,22 @@ pub async fn run(
     }
 }
 
+/// What a session works for: the herd, this station, and when to stop.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    herd: &'a HerdConfig,
+    me: &'a str,
+    station: &'a StationHandle,
+    shutdown: &'a CancellationToken,
+}
+
 async fn session(
     client: tokio_xmpp::Client,
-    herd: &HerdConfig,
-    me: &str,
+    ctx: Ctx<'_>,
     peers: &mut [Peer],
-    station: &StationHandle,
     backoff: &mut Backoff,
-    shutdown: &CancellationToken,
 ) -> Ended {
+    let shutdown = ctx.shutdown;
     let (sender, mut events) = client.split();
     let bound = match login(&mut events, shutdown).await {
         Ok(j) => j,
@@ -265,7 +278,7 @@ async fn session(
         },
         bound,
     };
-    let ended = serve(&mut link, herd, me, peers, station, backoff, shutdown).await;
+    let ended = serve(&mut link, ctx, peers, backoff).await;
     let client = tokio_xmpp::Client::reunite(link.sender, link.watch.events);
     let _ = tokio::time::timeout(Duration::from_secs(2), client.send_end()).await;
     match ended {
@@ -289,13 +302,16 @@ enum Woken {
 
 async fn serve(
     link: &mut Link,
-    herd: &HerdConfig,
-    me: &str,
+    ctx: Ctx<'_>,
     peers: &mut [Peer],
-    station: &StationHandle,
     backoff: &mut Backoff,
-    shutdown: &CancellationToken,
 ) -> Result<Ended, Failed> {
+    let Ctx {
+        herd,
+        me,
+        station,
+        shutdown,
+    } = ctx;
     let own_jid = Jid::from(link.bound.to_bare());
     let own_node = node(&herd.id, me);
     let members: Vec<BareJid> = peers.iter().map(|p| p.jid.to_bare()).collect();
