@@ -360,7 +360,7 @@ async fn ingest() {
     {
         let data = dir.path().join("i-a");
         std::fs::create_dir_all(&data).unwrap();
-        let (store, _) =
+        let (_store, mut writer, _) =
             pollstation::store::Store::open(&data.join("pollstation.db"), "i-a", |_| false, |_| {})
                 .unwrap();
         let t0 = 1_760_000_000_000i64;
@@ -381,10 +381,10 @@ async fn ingest() {
                         answer: "a".into(),
                     })
                 })
-                .collect();
-            store.append(records).await.unwrap();
+                .collect::<Vec<_>>();
+            writer.append(&records).unwrap();
         }
-        store.close().await;
+        writer.close();
     }
     let (pa, pb) = (free_port(), free_port());
     let to_b = Proxy::start(pb).await;

@@ -224,7 +224,7 @@ async fn latency(rate: u32, seconds: u32) {
 /// Append `count` taps (seq `first`..) straight to the log, as a station
 /// that ran for a long time would have left it.
 async fn fill_log(db: &Path, first: u64, count: u64, people: u32) {
-    let (store, _) = Store::open(db, "bench", |_| false, |_| {}).unwrap();
+    let (_store, mut writer, _) = Store::open(db, "bench", |_| false, |_| {}).unwrap();
     let station: Arc<str> = "bench".into();
     let r: Arc<str> = "r1".into();
     let (p, a): (Arc<str>, Arc<str>) = ("p".into(), "a".into());
@@ -246,9 +246,9 @@ async fn fill_log(db: &Path, first: u64, count: u64, people: u32) {
             })
             .collect();
         seq = end;
-        store.append(batch).await.unwrap();
+        writer.append(&batch).unwrap();
     }
-    store.close().await;
+    writer.close();
 }
 
 /// Start the station on `cfg` and time it until it is serving: listener bound

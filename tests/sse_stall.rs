@@ -1,7 +1,8 @@
 //! A browser that stops reading its event stream (a phone locked mid-event)
 //! costs the station a bounded amount: the stream is pulled only as fast
-//! as the client reads, so what it misses is dropped from a fixed-size
-//! channel, not queued; when the client reads again it gets a fresh
+//! as the client reads (the kernel's send buffer for it is bounded too), so
+//! what it misses is dropped from a fixed-size channel, not queued; when
+//! the client reads again it gets a fresh
 //! snapshot (`status` + `tally`) and the right totals (issue "Efficiency").
 
 mod common;

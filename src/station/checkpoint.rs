@@ -45,7 +45,7 @@ impl Station {
             at: now_ms(),
             taps,
         };
-        match self.store.append(vec![record]).await {
+        match self.writer.append(&[record]) {
             Ok(_) => {
                 self.checkpoint_taps = Some(taps);
                 tracing::debug!(

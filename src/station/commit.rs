@@ -32,7 +32,7 @@ use super::state::{CounterAnnouncer, Prepared, ResolvedIdentity, State};
 use super::view::{Event, Snapshot, TapEvent};
 use crate::domain::herd::{Feed, Heads, HerdEvent};
 use crate::domain::{IdentityRecord, TagUid, Tap};
-use crate::store::{OutboxItem, Record, Store, StoreError};
+use crate::store::{OutboxItem, Record, Store, StoreError, Writer};
 use crate::sys::clock::now_ms;
 
 /// A tag tapped at another station is looked up here only if no answer
@@ -104,6 +104,9 @@ type HerdReply = oneshot::Sender<Result<HerdApplied, StoreError>>;
 /// The Station task's own state.
 pub(super) struct Station {
     pub(super) state: State,
+    /// The log's write connection: commits run on this task's thread.
+    pub(super) writer: Writer,
+    /// Reads of the log (re-folds, timelines).
     pub(super) store: Store,
     pub(super) encoder: Option<Arc<dyn OutboxEncoder>>,
     pub(super) out: Outputs,
@@ -124,7 +127,7 @@ pub(super) struct Station {
 impl Station {
     pub(super) fn new(
         state: State,
-        store: Store,
+        (writer, store): (Writer, Store),
         encoder: Option<Arc<dyn OutboxEncoder>>,
         out: Outputs,
         metrics: Arc<Metrics>,
@@ -133,6 +136,7 @@ impl Station {
         Self {
             counters: CounterAnnouncer::new(state.counters(), Instant::now()),
             state,
+            writer,
             store,
             encoder,
             out,
@@ -198,6 +202,10 @@ impl Station {
                     continue;
                 }
             };
+            // Let the readers woken with this one hand in their taps too
+            // (the commit runs on this thread: what they read during it
+            // waits for the next batch).
+            tokio::task::yield_now().await;
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -228,7 +236,7 @@ impl Station {
         if self.checkpoint_taps != Some(self.state.taps_logged) {
             self.checkpoint().await;
         }
-        self.store.close().await;
+        self.writer.close();
         tracing::info!(
             taps = self.state.taps_logged,
             "station stopped; log is flushed"
@@ -312,7 +320,7 @@ impl Station {
                 }
                 Command::Published(ids) => {
                     let n = ids.len() as u64;
-                    match self.store.append(vec![Record::Published(ids)]).await {
+                    match self.writer.append(&[Record::Published(ids)]) {
                         Ok(stats) => {
                             self.store_ok(stats);
                             let x = &mut self.state.xmpp;
@@ -475,7 +483,7 @@ impl Station {
             })
             .collect();
         records.extend(numbered.iter().cloned().map(Record::Identity));
-        if let Err(e) = self.store.append(records).await.map(|s| self.store_ok(s)) {
+        if let Err(e) = self.writer.append(&records).map(|s| self.store_ok(s)) {
             self.store_failed(&e);
             // Not written: try them again with the next commit.
             self.riders.outbox.splice(0..0, riding);

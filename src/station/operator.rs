@@ -17,11 +17,7 @@ impl Station {
         kind: crate::domain::ActionKind,
     ) -> Result<PollState, ActionError> {
         let action = self.state.plan_action(poll, kind, now_ms())?;
-        match self
-            .store
-            .append(vec![Record::Action(action.clone())])
-            .await
-        {
+        match self.writer.append(&[Record::Action(action.clone())]) {
             Err(e) => {
                 self.store_failed(&e);
                 return Err(ActionError::Store(e));
@@ -48,7 +44,7 @@ impl Station {
         cfg: ReaderConfig,
     ) -> Result<ReaderState, BindError> {
         let record = self.state.plan_bind(&cfg, now_ms())?;
-        match self.store.append(vec![record]).await {
+        match self.writer.append(&[record]) {
             Err(e) => {
                 self.store_failed(&e);
                 return Err(BindError::Store(e));

@@ -37,11 +37,7 @@ impl Station {
     /// Write publications to the outbox (after the taps are durable).
     pub(super) async fn enqueue(&mut self, items: Vec<OutboxItem>, through: u64) {
         let n = items.len() as u64;
-        match self
-            .store
-            .append(vec![Record::Outbox { items, through }])
-            .await
-        {
+        match self.writer.append(&[Record::Outbox { items, through }]) {
             Ok(_) => {
                 self.state.xmpp.outbox += n;
                 self.view_stale = true;

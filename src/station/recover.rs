@@ -108,64 +108,69 @@ pub fn start(
             false
         }
     };
-    let (store, rec) = Store::open(&db, &config.station.id, restore, |record| match record {
-        Record::Action(a) => {
-            let gate = match a.kind {
-                ActionKind::Open => Gate::Open,
-                ActionKind::Close => Gate::Close,
-                ActionKind::Reset => Gate::Reset,
-                ActionKind::Activate => {
-                    // Last writer wins by key.
-                    if r.active_key.as_ref().is_none_or(|k| *k < a.key)
-                        && config.polls.iter().any(|p| p.id == a.poll)
-                    {
-                        r.active = Some(a.poll);
-                        r.active_key = Some(a.key);
+    let (store, writer, rec) = Store::open(
+        &db,
+        &config.station.id,
+        restore,
+        |record| match record {
+            Record::Action(a) => {
+                let gate = match a.kind {
+                    ActionKind::Open => Gate::Open,
+                    ActionKind::Close => Gate::Close,
+                    ActionKind::Reset => Gate::Reset,
+                    ActionKind::Activate => {
+                        // Last writer wins by key.
+                        if r.active_key.as_ref().is_none_or(|k| *k < a.key)
+                            && config.polls.iter().any(|p| p.id == a.poll)
+                        {
+                            r.active = Some(a.poll);
+                            r.active_key = Some(a.key);
+                        }
+                        return;
                     }
-                    return;
+                };
+                if tallies.borrow_mut().act(&a.poll, &gate, a.key) == Effect::Refold {
+                    r.refold.push(a.poll);
                 }
-            };
-            if tallies.borrow_mut().act(&a.poll, &gate, a.key) == Effect::Refold {
-                r.refold.push(a.poll);
             }
-        }
-        Record::Tap(tap) => {
-            if resolving {
-                queued.borrow_mut().insert(tap.tag.clone());
-            }
-            let applied = tallies.borrow_mut().apply(&tap);
-            if applied == Applied::Unknown {
-                tracing::warn!(station = %tap.station, seq = tap.seq, poll = %tap.poll, answer = %tap.answer,
+            Record::Tap(tap) => {
+                if resolving {
+                    queued.borrow_mut().insert(tap.tag.clone());
+                }
+                let applied = tallies.borrow_mut().apply(&tap);
+                if applied == Applied::Unknown {
+                    tracing::warn!(station = %tap.station, seq = tap.seq, poll = %tap.poll, answer = %tap.answer,
                     "logged tap names a poll or answer no longer in the config; kept in the log, not counted");
+                }
+                if publishing
+                    && applied.counted()
+                    && *tap.station == *config.station.id
+                    && r.outbox_mark.is_some_and(|m| tap.seq > m)
+                {
+                    r.unenqueued.push(tap);
+                }
             }
-            if publishing
-                && applied.counted()
-                && *tap.station == *config.station.id
-                && r.outbox_mark.is_some_and(|m| tap.seq > m)
-            {
-                r.unenqueued.push(tap);
+            Record::OutboxMark(m) => r.outbox_mark = m,
+            Record::KnownIdentity {
+                tag,
+                person,
+                origin,
+                at,
+            } => {
+                // The engine is order-independent: identities may come first.
+                tallies
+                    .borrow_mut()
+                    .assign(&tag, person.as_ref().map(|p| Arc::from(p.id.as_str())));
+                r.people.insert(tag, person, at, origin);
             }
-        }
-        Record::OutboxMark(m) => r.outbox_mark = m,
-        Record::KnownIdentity {
-            tag,
-            person,
-            origin,
-            at,
-        } => {
-            // The engine is order-independent: identities may come first.
-            tallies
-                .borrow_mut()
-                .assign(&tag, person.as_ref().map(|p| Arc::from(p.id.as_str())));
-            r.people.insert(tag, person, at, origin);
-        }
-        Record::Reader(b) => r.bound.push(b),
-        Record::Checkpoint { .. }
-        | Record::Outbox { .. }
-        | Record::Published(_)
-        | Record::ForeignTap(_)
-        | Record::Identity(_) => {}
-    })?;
+            Record::Reader(b) => r.bound.push(b),
+            Record::Checkpoint { .. }
+            | Record::Outbox { .. }
+            | Record::Published(_)
+            | Record::ForeignTap(_)
+            | Record::Identity(_) => {}
+        },
+    )?;
     let tallies = tallies.into_inner();
     let mut queued = queued.into_inner();
     queued.extend(rec.legacy_lookups.iter().cloned());
@@ -306,7 +311,7 @@ pub fn start(
     let checkpoint_taps = (rec.from_checkpoint && rec.replayed == 0).then_some(rec.taps as u64);
     let station = Station::new(
         state,
-        store.clone(),
+        (writer, store.clone()),
         encoder,
         super::commit::Outputs {
             state_tx,

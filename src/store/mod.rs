@@ -1,14 +1,21 @@
 //! The durable log: SQLite in WAL mode with `synchronous=FULL`.
 //!
-//! The store owns its write connection on a thread of its own
-//! ([`write`]); the Station reaches it through [`Store`], a cloneable handle
-//! over a bounded channel. A call to [`Store::append`] writes a whole batch
-//! in one transaction and answers only once it is committed (group commit:
-//! the Station batches what arrived while the previous commit ran). Start-up
-//! reads the log back in [`replay`]; exports and other reads use their own
-//! read-only connections ([`export`], and the herd's [`feeds`]), so they
-//! never hold up writes. The
-//! schema and its migrations live in `migrations/` ([`schema`]).
+//! [`Store::open`] replays the log ([`replay`]) and gives back two things:
+//! the one [`Writer`], owned by the Station, whose [`Writer::append`]
+//! writes a whole batch in one transaction and returns only once it is
+//! committed (group commit: the Station batches what arrived while the
+//! previous commit ran); and [`Store`], a cloneable handle for reads —
+//! exports, the herd's feeds, timelines — on read-only connections of
+//! their own ([`export`], [`feeds`], [`read`]), so they never hold up
+//! writes. WAL checkpoints run on a thread of their own
+//! ([`write::checkpoint_beside`]). The schema and its migrations live in
+//! `migrations/` ([`schema`]).
+//!
+//! Deliberately not a store thread: the Station commits on its own thread
+//! (the intake's one worker) and blocks it for the commit. Taps arriving
+//! meanwhile wait in the kernel's serial buffers instead of the Station's
+//! channel — the next batch either way — and the two thread hand-offs per
+//! commit were a quarter of the station's CPU (see [`Writer`]).
 //!
 //! Invariants: nothing is acknowledged that was not committed; the store
 //! does not interpret the log (folding it into state is the Station's job);
@@ -27,7 +34,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::ErrorCode;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Protocol, ReaderConfig};
 use crate::domain::herd::Heads;
@@ -35,6 +41,7 @@ use crate::domain::{Action, Binding, IdentityRecord, Person, TagUid, Tap};
 
 pub use export::{CSV_HEADER, ExportFormat, export_line};
 pub use timeline::TimelineInputs;
+pub use write::Writer;
 
 /// What lies under a [`StoreError`]: SQLite's error, an I/O error, or a
 /// task that failed.
@@ -193,21 +200,10 @@ pub struct CommitStats {
     pub duration: Duration,
 }
 
-/// Station → store thread.
-enum Command {
-    Append(
-        Vec<Record>,
-        oneshot::Sender<Result<CommitStats, StoreError>>,
-    ),
-    /// Checkpoint the WAL into the database and stop the thread.
-    Close(oneshot::Sender<()>),
-}
-
-/// Handle to the store thread.
+/// Reads of the log (exports, the herd's feeds, timelines), cloneable;
+/// the one [`Writer`] appends.
 #[derive(Clone, Debug)]
 pub struct Store {
-    /// Station → store thread: batches to commit.
-    tx: mpsc::Sender<Command>,
     path: PathBuf,
     /// Connections for the reads beside the writer.
     readers: Arc<read::Readers>,
@@ -241,25 +237,6 @@ pub struct Recovered {
 }
 
 impl Store {
-    /// Write `records` in one transaction; answers after the commit.
-    pub async fn append(&self, records: Vec<Record>) -> Result<CommitStats, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Append(records, reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// Checkpoint and stop the store thread; answers once the thread is done
-    /// with the file. Later appends fail with [`StoreError::Closed`].
-    pub async fn close(&self) {
-        let (reply, rx) = oneshot::channel();
-        if self.tx.send(Command::Close(reply)).await.is_ok() {
-            let _ = rx.await;
-        }
-    }
-
     /// Path of the database file.
     #[must_use]
     pub fn path(&self) -> &std::path::Path {
@@ -327,14 +304,13 @@ mod tests {
     async fn appends_survive_reopen_and_seq_continues() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("log.db");
-        let (store, rec) = Store::open(&db, "s", |_| false, |_| {}).unwrap();
+        let (store, mut writer, rec) = Store::open(&db, "s", |_| false, |_| {}).unwrap();
         assert_eq!(rec.next_seq, 1);
-        store
-            .append((1..=3).map(|s| Record::Tap(tap(s))).collect())
-            .await
+        writer
+            .append(&(1..=3).map(|s| Record::Tap(tap(s))).collect::<Vec<_>>())
             .unwrap();
-        store
-            .append(vec![Record::Action(Action {
+        writer
+            .append(&[Record::Action(Action {
                 origin: "s".into(),
                 oseq: 1,
                 at: 5,
@@ -342,12 +318,11 @@ mod tests {
                 poll: "p".into(),
                 key: tap(2).key(),
             })])
-            .await
             .unwrap();
-        drop(store);
+        drop((store, writer));
         let mut seen = Vec::new();
         let mut actions = Vec::new();
-        let (_store, rec) = Store::open(
+        let (_store, _writer, rec) = Store::open(
             &db,
             "s",
             |_| false,
@@ -375,11 +350,11 @@ mod tests {
     #[tokio::test]
     async fn a_duplicate_tap_fails_the_whole_batch_and_says_so() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(&dir.path().join("log.db"), "s", |_| false, |_| {}).unwrap();
-        store.append(vec![Record::Tap(tap(1))]).await.unwrap();
-        let err = store
-            .append(vec![Record::Tap(tap(2)), Record::Tap(tap(1))])
-            .await
+        let (store, mut writer, _) =
+            Store::open(&dir.path().join("log.db"), "s", |_| false, |_| {}).unwrap();
+        writer.append(&[Record::Tap(tap(1))]).unwrap();
+        let err = writer
+            .append(&[Record::Tap(tap(2)), Record::Tap(tap(1))])
             .unwrap_err();
         assert_eq!(
             err,
@@ -405,9 +380,9 @@ mod tests {
     async fn an_old_logs_lookup_queue_is_read_until_answered() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("log.db");
-        let (store, rec) = Store::open(&db, "s", |_| false, |_| {}).unwrap();
+        let (store, writer, rec) = Store::open(&db, "s", |_| false, |_| {}).unwrap();
         assert!(rec.legacy_lookups.is_empty());
-        drop(store);
+        drop((store, writer));
         // As the old code wrote them.
         let conn = Connection::open(&db).unwrap();
         for (tag, at) in [("urn:rfid:0A0B0C0D", 7), ("urn:rfid:01020304", 5)] {
@@ -418,15 +393,15 @@ mod tests {
             .unwrap();
         }
         drop(conn);
-        let (store, rec) = Store::open(&db, "s", |_| false, |_| {}).unwrap();
+        let (store, mut writer, rec) = Store::open(&db, "s", |_| false, |_| {}).unwrap();
         let tags: Vec<&str> = rec.legacy_lookups.iter().map(TagUid::as_str).collect();
         assert_eq!(
             tags,
             ["urn:rfid:01020304", "urn:rfid:0A0B0C0D"],
             "oldest first"
         );
-        store
-            .append(vec![Record::Identity(IdentityRecord {
+        writer
+            .append(&[Record::Identity(IdentityRecord {
                 origin: "s".into(),
                 iseq: 1,
                 tag: TagUid::parse("01020304").unwrap(),
@@ -434,10 +409,9 @@ mod tests {
                 source: "test".into(),
                 at: 9,
             })])
-            .await
             .unwrap();
-        drop(store);
-        let (_store, rec) = Store::open(&db, "s", |_| false, |_| {}).unwrap();
+        drop((store, writer));
+        let (_store, _writer, rec) = Store::open(&db, "s", |_| false, |_| {}).unwrap();
         let tags: Vec<&str> = rec.legacy_lookups.iter().map(TagUid::as_str).collect();
         assert_eq!(tags, ["urn:rfid:0A0B0C0D"]);
     }
@@ -445,10 +419,10 @@ mod tests {
     #[tokio::test]
     async fn export_after_a_cursor() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(&dir.path().join("log.db"), "s", |_| false, |_| {}).unwrap();
-        store
-            .append((1..=5).map(|s| Record::Tap(tap(s))).collect())
-            .await
+        let (store, mut writer, _) =
+            Store::open(&dir.path().join("log.db"), "s", |_| false, |_| {}).unwrap();
+        writer
+            .append(&(1..=5).map(|s| Record::Tap(tap(s))).collect::<Vec<_>>())
             .unwrap();
         let mut rx = store.export(Some(("s".into(), 3)));
         let mut seqs = Vec::new();

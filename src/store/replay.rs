@@ -1,15 +1,14 @@
 //! Start-up: open (creating and migrating) the log, read it back in the
-//! order the Station folds it, and start the store thread.
+//! order the Station folds it, and hand over the [`Writer`].
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
 use rusqlite::Connection;
-use tokio::sync::mpsc;
 
 use super::{
-    BoundReader, Cause, Record, Recovered, SELECT_TAPS, Store, StoreError, read_tap, schema, write,
+    BoundReader, Record, Recovered, SELECT_TAPS, Store, StoreError, Writer, read_tap, schema, write,
 };
 use crate::domain::herd::Feed;
 use crate::domain::{Action, ActionKind, Binding, Person, TagUid, TapKey};
@@ -31,7 +30,7 @@ impl Interner {
 
 impl Store {
     /// Open (creating and migrating if needed) the log at `path`, replay it,
-    /// and start the store thread.
+    /// and give back the read handle and the one [`Writer`].
     ///
     /// Replay: the latest checkpoint (if any) is offered to `restore`; then
     /// every action goes to `on_record` in order, then the bound readers,
@@ -42,7 +41,7 @@ impl Store {
         station: &str,
         restore: impl FnOnce(&[u8]) -> bool,
         mut on_record: impl FnMut(Record),
-    ) -> Result<(Store, Recovered), StoreError> {
+    ) -> Result<(Store, Writer, Recovered), StoreError> {
         let mut conn = Connection::open(path)?;
         schema::configure(&conn)?;
         schema::migrate(&conn)?;
@@ -216,20 +215,12 @@ impl Store {
         }
 
         write::checkpoint_beside(&mut conn, path)?;
-        let (tx, rx) = mpsc::channel(64);
-        std::thread::Builder::new()
-            .name("store".into())
-            .spawn({
-                let station = station.to_string();
-                move || write::writer(conn, &station, rx)
-            })
-            .map_err(|e| StoreError::Io(Cause::Io(Arc::new(e))))?;
         Ok((
             Store {
-                tx,
                 path: path.to_path_buf(),
                 readers: super::read::Readers::new(path),
             },
+            Writer::new(conn, station),
             rec,
         ))
     }

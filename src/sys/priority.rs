@@ -1,7 +1,7 @@
 //! CPU priority: a tap goes first.
 //!
-//! The intake (the main runtime's workers, which run the readers, the
-//! Station and the taps posted over HTTP, and the store's thread) runs at the lowest
+//! The intake (the main runtime's worker, which runs the readers, the
+//! Station and its commits, and the taps posted over HTTP) runs at the lowest
 //! real-time priority where it is allowed (`SCHED_FIFO` 1: root, or
 //! `LimitRTPRIO=1` in the systemd unit). A normal-priority thread is not
 //! enough: under the kernel's EEVDF scheduler a woken thread can wait a
