@@ -29,6 +29,8 @@ struct Run {
     peak_kib: u64,
     anon_kib: u64,
     steal_ms: u64,
+    /// The store's commit times over the window.
+    commits: String,
 }
 
 async fn once(readers: usize, rate: u32, seconds: f64) -> Run {
@@ -38,9 +40,15 @@ async fn once(readers: usize, rate: u32, seconds: f64) -> Run {
     let idle_kib = status_kib(pid, "VmRSS");
     rig.play(rate, 2.0).await;
     let steal0 = common::steal_ms();
+    let metrics0 = common::metrics(&rig.base).await;
     let (cpu0, t0) = (cpu_of(pid), Instant::now());
     let lat = rig.play(rate, seconds).await;
     let cores = (cpu_of(pid) - cpu0) as f64 / t0.elapsed().as_millis() as f64;
+    let commits = common::quantiles(
+        &metrics0,
+        &common::metrics(&rig.base).await,
+        "pollstation_store_commit_seconds",
+    );
     let run = Run {
         p50: ms(&lat, 0.5),
         p99: ms(&lat, 0.99),
@@ -49,6 +57,7 @@ async fn once(readers: usize, rate: u32, seconds: f64) -> Run {
         peak_kib: status_kib(pid, "VmHWM"),
         anon_kib: status_kib(pid, "RssAnon"),
         steal_ms: common::steal_ms() - steal0,
+        commits,
     };
     rig.stop();
     run
@@ -71,6 +80,7 @@ fn main() {
         "| readers | taps/s | p50 | p99 | station CPU (cores) | idle RSS | peak RSS (VmHWM) | anon RSS at end | steal |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
+    let mut commits = Vec::new();
     for (readers, rate) in rates {
         let mut all: Vec<Run> = (0..runs)
             .map(|_| rt.block_on(once(readers, rate, seconds)))
@@ -101,5 +111,10 @@ fn main() {
             m.anon_kib as f64 / 1024.0,
             m.steal_ms
         );
+        commits.push(format!("{rate} taps/s: {}", m.commits));
+    }
+    println!("\nCommit times (the median run's window, `pollstation_store_commit_seconds`):");
+    for c in commits {
+        println!("- {c}");
     }
 }
