@@ -44,10 +44,11 @@ async fn once(readers: usize, rate: u32, seconds: f64) -> Run {
     let (cpu0, t0) = (cpu_of(pid), Instant::now());
     let lat = rig.play(rate, seconds).await;
     let cores = (cpu_of(pid) - cpu0) as f64 / t0.elapsed().as_millis() as f64;
-    let commits = common::quantiles(
-        &metrics0,
-        &common::metrics(&rig.base).await,
-        "pollstation_store_commit_seconds",
+    let metrics1 = common::metrics(&rig.base).await;
+    let commits = format!(
+        "commits {}; read → durable answer {}",
+        common::quantiles(&metrics0, &metrics1, "pollstation_store_commit_seconds"),
+        common::quantiles(&metrics0, &metrics1, "pollstation_tap_seconds"),
     );
     let run = Run {
         p50: ms(&lat, 0.5),
@@ -113,7 +114,9 @@ fn main() {
         );
         commits.push(format!("{rate} taps/s: {}", m.commits));
     }
-    println!("\nCommit times (the median run's window, `pollstation_store_commit_seconds`):");
+    println!(
+        "\nInside the station (the median run's window: `pollstation_store_commit_seconds`, `pollstation_tap_seconds`):"
+    );
     for c in commits {
         println!("- {c}");
     }
