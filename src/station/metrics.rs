@@ -248,7 +248,7 @@ impl Metrics {
         let mut connected = 0;
         for r in &snap.readers {
             let l = ReaderLabels {
-                reader: r.id.clone(),
+                reader: r.id.to_string(),
             };
             let up = i64::from(r.status == ReaderStatus::Connected);
             connected += up;

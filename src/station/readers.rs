@@ -2,6 +2,7 @@
 //! their settings, by id (the config's and those bound at runtime).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::view::{ReaderState, ReaderStatus};
 use crate::config::ReaderConfig;
@@ -17,11 +18,11 @@ pub(super) struct Readers {
 impl Readers {
     fn state_of(r: &ReaderConfig) -> ReaderState {
         ReaderState {
-            id: r.id.clone(),
+            id: r.id.as_str().into(),
             status: ReaderStatus::Disconnected,
-            binding: r.binding.clone(),
+            binding: Arc::new(r.binding.clone()),
             protocol: r.protocol,
-            device: r.device.display().to_string(),
+            device: r.device.display().to_string().into(),
             last_error: Some("not opened yet".into()),
             frames_ok: 0,
             frames_bad: 0,
@@ -38,13 +39,13 @@ impl Readers {
     }
 
     pub(super) fn remove(&mut self, id: &str) {
-        self.list.retain(|r| r.id != id);
+        self.list.retain(|r| &*r.id != id);
         self.cfgs.remove(id);
         self.index = self
             .list
             .iter()
             .enumerate()
-            .map(|(i, r)| (r.id.clone(), i))
+            .map(|(i, r)| (r.id.to_string(), i))
             .collect();
     }
 
@@ -58,6 +59,6 @@ impl Readers {
     }
 
     pub(super) fn on_device(&self, device: &str) -> Option<&ReaderState> {
-        self.list.iter().find(|r| r.device == device)
+        self.list.iter().find(|r| &*r.device == device)
     }
 }

@@ -89,8 +89,8 @@ impl State {
                         ..cur
                     } == *r;
                     if let Some(state) = self.readers.get_mut(&r.id) {
-                        state.binding = r.binding.clone();
-                        state.device = r.device.display().to_string();
+                        state.binding = std::sync::Arc::new(r.binding.clone());
+                        state.device = r.device.display().to_string().into();
                         state.protocol = r.protocol;
                     }
                     self.readers.cfgs.insert(r.id.clone(), r.clone());

@@ -205,7 +205,7 @@ impl State {
             .readers
             .get(reader)
             .ok_or_else(|| TapError::UnknownReader(reader.to_string()))?;
-        let reader_id: Arc<str> = state.id.as_str().into();
+        let reader_id: Arc<str> = state.id.clone();
         let key = (reader_id.clone(), tag);
         if let Some(&i) = in_batch.get(&key) {
             return Ok(Prepared::RepeatInBatch(i));
@@ -467,7 +467,7 @@ impl State {
         }
         let device = cfg.device.display().to_string();
         if let Some(r) = self.readers.on_device(&device) {
-            return Err(BindError::DeviceInUse(device, r.id.clone()));
+            return Err(BindError::DeviceInUse(device, r.id.to_string()));
         }
         cfg.binding.check(&self.polls)?;
         Ok(Record::Reader(BoundReader::from_config(cfg, wall)))
@@ -479,11 +479,11 @@ impl State {
         // Reader tasks report at most once a second each, so every report
         // may be announced.
         let changed = state.status != r.status
-            || state.last_error != r.error
+            || state.last_error.as_deref() != r.error.as_deref()
             || state.frames_ok != r.frames_ok
             || state.frames_bad != r.frames_bad;
         state.status = r.status;
-        state.last_error = r.error;
+        state.last_error = r.error.map(Into::into);
         state.frames_ok = r.frames_ok;
         state.frames_bad = r.frames_bad;
         if let Some(p) = r.protocol {

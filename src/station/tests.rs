@@ -337,8 +337,8 @@ async fn a_reload_applies_what_it_can_and_names_what_needs_a_restart() {
     );
     let snap = st.snapshot();
     assert_eq!(snap.tally("all").unwrap().answers[0].label, "Aye");
-    assert!(snap.readers.iter().any(|r| r.id == "extra"));
-    assert!(!snap.readers.iter().any(|r| r.id == "first-b"));
+    assert!(snap.readers.iter().any(|r| &*r.id == "extra"));
+    assert!(!snap.readers.iter().any(|r| &*r.id == "first-b"));
     stop.cancel();
     started.task.await.unwrap();
 }

@@ -174,14 +174,20 @@ pub enum ReaderStatus {
 /// A reader as the API and the screens show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReaderState {
-    pub id: String,
+    // Shared strings: the Station's snapshot clones every reader's state
+    // at each commit (a reader's counts move with each tap).
+    #[schema(value_type = String)]
+    pub id: Arc<str>,
     pub status: ReaderStatus,
-    pub binding: Binding,
+    #[schema(value_type = Binding)]
+    pub binding: Arc<Binding>,
     /// pn532, sm130, id12, rdm6300, text or auto.
     #[schema(value_type = String, example = "pn532")]
     pub protocol: Protocol,
-    pub device: String,
-    pub last_error: Option<String>,
+    #[schema(value_type = String)]
+    pub device: Arc<str>,
+    #[schema(value_type = Option<String>)]
+    pub last_error: Option<Arc<str>>,
     pub frames_ok: u64,
     pub frames_bad: u64,
     pub taps: u64,

@@ -173,7 +173,7 @@ pub(super) async fn bind_reader(
         .unbound
         .iter()
         .cloned()
-        .chain(snap.readers.iter().map(|r| r.device.clone()))
+        .chain(snap.readers.iter().map(|r| r.device.to_string()))
         .collect();
     let device = device_path(&req.device, &known)?;
     let id = match req.id {
