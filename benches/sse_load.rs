@@ -69,7 +69,10 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pollstation"));
+    // `BENCH_BINARY`: another build of the station (or a wrapper around it).
+    let bin = std::env::var("BENCH_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_pollstation").to_string());
+    let mut cmd = Command::new(bin);
     cmd.args(["run", "--config"])
         .arg(&cfg)
         .env("RUST_LOG", "warn,pollstation=info");
