@@ -26,8 +26,10 @@ pub fn intake_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         // steal it (a profile at 1,000 taps/s spent 29% of the station's
         // samples switching threads and 12% waking them; one worker took
         // 0.72 → 0.54 cores and p99 11.2 → 3.9 ms at 10,000 taps/s,
-        // `cargo bench --bench intake`). The store, the public side, the
-        // fan-out and the screen have threads of their own.
+        // `cargo bench --bench intake`). The Station commits on it too
+        // (`store::Writer`), and the first few event streams are written
+        // from it; the public side, the fan-out, WAL checkpoints and the
+        // screen have threads of their own.
         .worker_threads(1)
         .enable_all()
         .on_thread_park(|| {
