@@ -478,12 +478,16 @@ impl State {
         let state = self.readers.get_mut(&r.reader)?;
         // Reader tasks report at most once a second each, so every report
         // may be announced.
-        let changed = state.status != r.status
-            || state.last_error.as_deref() != r.error.as_deref()
+        let error_changed = state.last_error.as_deref() != r.error.as_deref();
+        let changed = error_changed
+            || state.status != r.status
             || state.frames_ok != r.frames_ok
             || state.frames_bad != r.frames_bad;
         state.status = r.status;
-        state.last_error = r.error.map(Into::into);
+        if error_changed {
+            // Shared with every snapshot: replaced only when it changes.
+            state.last_error = r.error.map(Into::into);
+        }
         state.frames_ok = r.frames_ok;
         state.frames_bad = r.frames_bad;
         if let Some(p) = r.protocol {
