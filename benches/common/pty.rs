@@ -103,6 +103,54 @@ impl PtyRig {
         }
     }
 
+    /// The floor (`cargo bench --bench floor`): instead of the station,
+    /// `exe` (the floor bench itself, which sees `FLOOR_CHILD`) on the same
+    /// `readers` ptys, doing only the system calls a durable tap needs (read
+    /// the ptys, append to a file and `fdatasync` it unless `sync` is false,
+    /// write a line per tap to a TCP socket), followed like the SSE stream.
+    pub async fn floor(readers: usize, sync: bool, exe: &std::path::Path) -> PtyRig {
+        use tokio::io::AsyncBufReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut cmd = std::process::Command::new(exe);
+        cmd.env("FLOOR_CHILD", if sync { "sync" } else { "nosync" })
+            .arg(listener.local_addr().unwrap().to_string())
+            .arg(dir.path().join("log"));
+        let mut masters = Vec::new();
+        let mut slaves = Vec::new();
+        for _ in 0..readers {
+            let (master, slave) = tokio_serial::SerialStream::pair().unwrap();
+            cmd.arg(slave.name().unwrap());
+            masters.push(master);
+            slaves.push(slave);
+        }
+        let child = cmd.spawn().expect("start the floor");
+        let (conn, _) = listener.accept().await.unwrap();
+        let arrivals: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
+        let arr = arrivals.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(conn).lines();
+            while let Ok(Some(reader)) = lines.next_line().await {
+                let now = Instant::now();
+                arr.lock()
+                    .unwrap()
+                    .entry(format!("r{reader}"))
+                    .or_default()
+                    .push(now);
+            }
+        });
+        PtyRig {
+            _dir: dir,
+            masters,
+            _slaves: slaves,
+            child: Some(child),
+            base: String::new(),
+            arrivals,
+            sent: HashMap::new(),
+            next_tag: 0x2000_0000,
+        }
+    }
+
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
