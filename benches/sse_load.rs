@@ -98,7 +98,7 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "sse_load: tap-timing client at real-time priority: {}",
+        "sse_load: tap-timing client at the intake's priority (nice -20): {}",
         if raised {
             "yes"
         } else {

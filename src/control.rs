@@ -105,7 +105,7 @@ pub async fn serve(
     let owner = std::fs::metadata(&path).map(|m| m.uid()).ok();
     // Out of file descriptors and the like: wait before trying again, and
     // say so once per run of failures (an accept loop that retries at once
-    // spins on a real-time thread and floods the journal).
+    // spins on the intake's thread, ahead of everything, and floods the journal).
     let mut backoff = Backoff::new(ACCEPT_FIRST_BACKOFF, ACCEPT_MAX_BACKOFF);
     let mut failures = 0u64;
     loop {

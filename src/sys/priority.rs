@@ -1,15 +1,26 @@
 //! CPU priority: a tap goes first.
 //!
 //! The intake (the main runtime's worker, which runs the readers, the
-//! Station and its commits, and the taps posted over HTTP) runs at the lowest
-//! real-time priority where it is allowed (`SCHED_FIFO` 1: root, or
-//! `LimitRTPRIO=1` in the systemd unit). A normal-priority thread is not
-//! enough: under the kernel's EEVDF scheduler a woken thread can wait a
-//! whole slice (up to 8 ms measured, `BENCHMARKS.md`) behind threads that have
-//! used less than their share, even `SCHED_IDLE` ones. Threads the intake
-//! starts (tokio's blocking pool, the fan-out runtime) do not inherit it
-//! (`SCHED_RESET_ON_FORK`), and the kernel's real-time throttling keeps 5% of
-//! every second for everything else should an intake thread spin.
+//! Station and its commits, the first event streams and the taps posted over
+//! HTTP) runs at nice −20, the most the normal policy gives, where it is
+//! allowed (root, or `LimitNICE=-20` in the systemd unit). A thread at nice
+//! 0 is not enough: under the kernel's EEVDF scheduler a woken thread can
+//! wait a whole slice (up to 8 ms measured, `BENCHMARKS.md`) behind threads
+//! that have used less than their share, even `SCHED_IDLE` ones; at nice
+//! −20 its share dwarfs theirs and it preempts them when it wakes. Threads
+//! the intake starts (tokio's blocking pool, the fan-out runtime, the WAL
+//! checkpointer) do not inherit it (`SCHED_FLAG_RESET_ON_FORK`).
+//!
+//! Not a real-time priority, which the intake had until 2026-12-07
+//! (`SCHED_FIFO` 1): the kernel's workers stay at normal priority, and the
+//! one that moves a serial port's (or a pty's) bytes to its reader waited
+//! behind a busy real-time intake — 10,000 taps/s on 64 ptys had a p99 of
+//! 6.7–7.5 ms under `SCHED_FIFO`, 1.9–2.6 ms at nice −20 (`cargo bench
+//! --bench intake`). The price, measured the same day: a tap posted over HTTP
+//! while 10,000 event streams are open has a p99 of 5.1–5.8 ms instead of
+//! 3.2–4.3 (`cargo bench --bench sse_load`; p50 unchanged). And a runaway
+//! intake thread leaves the rest of the box a sliver of the CPU instead of
+//! the 5% real-time throttling kept.
 //!
 //! Every other HTTP request (pages, the API, the admin side) is served by
 //! threads at normal priority ([`normal_this_thread`]): a LAN flooding
@@ -17,13 +28,6 @@
 //! The event-stream crowd's threads run under `SCHED_IDLE` and the screen's
 //! thread (with the renderer threads it starts) at nice 5: when the CPU is
 //! busy, a tap goes first; when it is not, they get all of it.
-//!
-//! The price, measured (`BENCHMARKS.md`, "The 10,000 taps/s tail and
-//! real-time priority"): kernel workers stay at normal priority, and the
-//! one that moves a pty's bytes to its reader waits behind a busy intake —
-//! 10,000 taps/s from a load generator on the same two cores had a p99 of
-//! 5.5–7.9 ms with real-time, 2.7–3.7 ms without; but without it a posted
-//! tap's p99 under 10,000 open streams doubled (2.6 → 5.9 ms).
 
 use std::io;
 use std::sync::OnceLock;
@@ -46,8 +50,8 @@ pub fn lower_this_thread(nice: i32) {
     }
 }
 
-/// Run the calling thread under the normal policy (`SCHED_OTHER`, nice 0),
-/// whatever the thread that started it had.
+/// Run the calling thread under the normal policy (`SCHED_OTHER`) at nice 0
+/// or above, whatever the thread that started it had.
 pub fn normal_this_thread() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: sched_setscheduler with pid 0 changes the calling thread's
@@ -55,6 +59,11 @@ pub fn normal_this_thread() {
     let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &raw const param) };
     if r != 0 {
         tracing::debug!(error = %io::Error::last_os_error(), "cannot set SCHED_OTHER on this thread");
+    }
+    // SAFETY: as in `lower_this_thread`; raising a nice value to 0 is
+    // always allowed.
+    if unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) } < 0 {
+        lower_this_thread(0);
     }
 }
 
@@ -72,27 +81,46 @@ pub fn idle_this_thread() {
     }
 }
 
-/// The real-time priority of the intake's threads: the lowest there is.
-pub const INTAKE_RT_PRIORITY: i32 = 1;
+/// The nice value of the intake's thread: the highest priority the normal
+/// policy has.
+pub const INTAKE_NICE: i32 = -20;
 
-/// Run the calling thread at [`INTAKE_RT_PRIORITY`] under `SCHED_FIFO`,
+/// `struct sched_attr` of `sched_setattr(2)` (its first version, 48 bytes).
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+
+/// `SCHED_FLAG_RESET_ON_FORK`: threads started from this one get nice 0.
+const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
+
+/// Run the calling thread at [`INTAKE_NICE`] under the normal policy,
 /// without passing it on to threads it starts. Where that is refused the
 /// thread stays as it was. The first outcome in the process is logged, at
 /// info level, with what to change when it was refused.
 pub fn raise_intake_thread() -> io::Result<()> {
     static LOGGED: OnceLock<()> = OnceLock::new();
-    let param = libc::sched_param {
-        sched_priority: INTAKE_RT_PRIORITY,
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        flags: SCHED_FLAG_RESET_ON_FORK,
+        nice: INTAKE_NICE,
+        priority: 0,
+        runtime: 0,
+        deadline: 0,
+        period: 0,
     };
-    // SAFETY: sched_setscheduler with pid 0 changes the calling thread's
-    // policy; `param` outlives the call.
-    let r = unsafe {
-        libc::sched_setscheduler(
-            0,
-            libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK,
-            &raw const param,
-        )
-    };
+    // SAFETY: sched_setattr with pid 0 changes the calling thread's policy
+    // and nice value; `attr` is a complete `struct sched_attr` whose size
+    // field says which version it is, and outlives the call.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0) };
     let result = if r == 0 {
         Ok(())
     } else {
@@ -100,12 +128,12 @@ pub fn raise_intake_thread() -> io::Result<()> {
     };
     LOGGED.get_or_init(|| match &result {
         Ok(()) => tracing::info!(
-            priority = INTAKE_RT_PRIORITY,
-            "the intake (readers, Station, store, HTTP API) runs at real-time priority: taps go ahead of event streams and the screen"
+            nice = INTAKE_NICE,
+            "the intake (readers, Station, store, HTTP API) runs at nice -20: taps go ahead of event streams and the screen"
         ),
         Err(e) => tracing::info!(
             error = %e,
-            "the intake stays at normal priority (a real-time priority needs root or LimitRTPRIO=1); with thousands of event streams open, taps may wait a few ms"
+            "the intake stays at normal priority (nice -20 needs root or LimitNICE=-20); with thousands of event streams open, taps may wait a few ms"
         ),
     });
     result
@@ -130,5 +158,43 @@ mod tests {
         .unwrap();
         assert_eq!(inside, (before + 3, before + 3), "lowered, and inherited");
         assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, before);
+    }
+
+    #[test]
+    fn the_intake_is_raised_and_what_it_starts_is_not() {
+        // May this process take nice -20 at all? (root, CAP_SYS_NICE or
+        // RLIMIT_NICE ≥ 40.) Ask from a short-lived thread.
+        let allowed = std::thread::spawn(|| unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, 0, INTAKE_NICE) == 0
+        })
+        .join()
+        .unwrap();
+        let (raised, nice, policy, child) = std::thread::spawn(|| {
+            let raised = raise_intake_thread();
+            let child = std::thread::spawn(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) });
+            (
+                raised.is_ok(),
+                unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) },
+                unsafe { libc::sched_getscheduler(0) },
+                child.join().unwrap(),
+            )
+        })
+        .join()
+        .unwrap();
+        assert_eq!(raised, allowed);
+        assert_eq!(policy & !libc::SCHED_RESET_ON_FORK, libc::SCHED_OTHER);
+        assert_eq!(policy & libc::SCHED_RESET_ON_FORK != 0, allowed);
+        let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        if allowed {
+            assert_eq!((nice, child), (INTAKE_NICE, 0), "raised; not inherited");
+            let normal = std::thread::spawn(|| {
+                let _ = raise_intake_thread();
+                normal_this_thread();
+                unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+            });
+            assert_eq!(normal.join().unwrap(), 0, "normal_this_thread undoes it");
+        } else {
+            assert_eq!((nice, child), (before, before));
+        }
     }
 }

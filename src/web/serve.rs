@@ -5,7 +5,7 @@
 //! per-address caps; refused ones get a 503 and are closed). The first bytes
 //! of its first request decide where it is served:
 //! - `POST /api/v1/taps` stays on the main runtime, with the intake's
-//!   real-time priority: a tap posted by a reader goes first; so do the
+//!   priority (nice −20): a tap posted by a reader goes first; so do the
 //!   first few plain event streams (the projector, the screens): the
 //!   Station's events wake them on its own thread;
 //! - once a crowd of event streams is open (see
