@@ -37,3 +37,5 @@ bench:
 	$(CARGO) bench --bench screen_latency
 	$(CARGO) bench --bench xmpp
 	$(CARGO) bench --bench identity
+	$(CARGO) bench --bench intake
+	$(CARGO) bench --bench floor

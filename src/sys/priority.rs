@@ -15,10 +15,11 @@
 //! (`SCHED_FIFO` 1): the kernel's workers stay at normal priority, and the
 //! one that moves a serial port's (or a pty's) bytes to its reader waited
 //! behind a busy real-time intake — 10,000 taps/s on 64 ptys had a p99 of
-//! 6.7–7.5 ms under `SCHED_FIFO`, 1.9–2.6 ms at nice −20 (`cargo bench
-//! --bench intake`). The price, measured the same day: a tap posted over HTTP
-//! while 10,000 event streams are open has a p99 of 5.1–5.8 ms instead of
-//! 3.2–4.3 (`cargo bench --bench sse_load`; p50 unchanged). And a runaway
+//! 6.7–9.9 ms under `SCHED_FIFO`, 1.5–2.6 ms at nice −20, and the station
+//! used a quarter less CPU (`cargo bench --bench intake`). The price,
+//! measured the same day: a tap posted over HTTP while 10,000 event streams
+//! are open has a p99 of 5.1–5.8 ms instead of 3.2–4.3 (`cargo bench
+//! --bench sse_load`; p50 unchanged). And a runaway
 //! intake thread leaves the rest of the box a sliver of the CPU instead of
 //! the 5% real-time throttling kept.
 //!
