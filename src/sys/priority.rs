@@ -12,7 +12,8 @@
 //! checkpointer) do not inherit it (`SCHED_FLAG_RESET_ON_FORK`).
 //!
 //! Not a real-time priority, which the intake had until 2026-12-07
-//! (`SCHED_FIFO` 1): the kernel's workers stay at normal priority, and the
+//! (`SCHED_FIFO` 1; DESIGN.md's "the highest priority the machine allows"
+//! is read as the highest normal one): the kernel's workers stay at normal priority, and the
 //! one that moves a serial port's (or a pty's) bytes to its reader waited
 //! behind a busy real-time intake — 10,000 taps/s on 64 ptys had a p99 of
 //! 6.7–9.9 ms under `SCHED_FIFO`, 1.5–2.6 ms at nice −20, and the station
