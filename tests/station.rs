@@ -560,18 +560,10 @@ async fn a_resumed_stream_gets_exactly_the_taps_it_missed() {
     assert!(st.terminate().success());
 }
 
-/// The event-stream crowd's threads run under SCHED_IDLE; the intake's
-/// thread (the main runtime's one worker) runs at nice -20 where this
-/// machine allows it (root, or an RLIMIT_NICE of 40 as the systemd unit's
-/// `LimitNICE=-20` gives), and stays at nice 0 where it does not; no thread
-/// of the station runs at real-time priority.
-#[tokio::test]
-async fn fanout_threads_yield_to_the_intake() {
-    let dir = tempfile::tempdir().unwrap();
-    let st = Station::start(dir.path(), &config(dir.path(), ""));
-    // (name, policy, nice) of each thread.
-    let mut threads: Vec<(String, u32, i32)> = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{}/task", st.pid())).unwrap() {
+/// (name, scheduling policy, nice value) of each thread of process `pid`.
+fn threads(pid: u32) -> Vec<(String, u32, i32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let path = task.unwrap().path();
         let comm = std::fs::read_to_string(path.join("comm")).unwrap();
         let stat = std::fs::read_to_string(path.join("stat")).unwrap();
@@ -586,6 +578,54 @@ async fn fanout_threads_yield_to_the_intake() {
             after[19 - 3].parse().unwrap(),
         ));
     }
+    threads
+}
+
+/// Where nice -20 is refused (a unit without `LimitNICE=-20`; here no
+/// `CAP_SYS_NICE` and an `RLIMIT_NICE` of 0), the station runs all the same,
+/// its intake at nice 0, and its log says what to change.
+#[tokio::test]
+async fn refused_nice_the_station_runs_and_says_what_to_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let cfg = dir.path().join("station.toml");
+    std::fs::write(&cfg, config(&data, "")).unwrap();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args(["--nice=0:0", "--"]);
+    if unsafe { libc::geteuid() } == 0 {
+        // Root may raise any thread; drop the capability that allows it.
+        cmd.args([
+            "setpriv",
+            "--inh-caps=-sys_nice",
+            "--bounding-set=-sys_nice",
+            "--",
+        ]);
+    }
+    cmd.arg(common::BIN);
+    let st = Station::start_cmd(&data, &cfg, cmd);
+    st.output_until("the intake stays at normal priority (nice -20 needs root or LimitNICE=-20)")
+        .await;
+    assert_eq!(
+        st.tap("all-a", "04A1B2C3").await.0,
+        201,
+        "taps still counted"
+    );
+    let threads = threads(st.pid());
+    assert!(threads.iter().all(|(_, _, n)| *n >= 0), "{threads:?}");
+    assert!(st.terminate().success());
+}
+
+/// The event-stream crowd's threads run under SCHED_IDLE; the intake's
+/// thread (the main runtime's one worker) runs at nice -20 where this
+/// machine allows it (root, or an RLIMIT_NICE of 40 as the systemd unit's
+/// `LimitNICE=-20` gives), and stays at nice 0 where it does not; no thread
+/// of the station runs at real-time priority.
+#[tokio::test]
+async fn fanout_threads_yield_to_the_intake() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Station::start(dir.path(), &config(dir.path(), ""));
+    let threads = threads(st.pid());
     const SCHED_IDLE: u32 = 5;
     let fanout: Vec<_> = threads.iter().filter(|(c, ..)| c == "fanout").collect();
     assert_eq!(fanout.len(), 2, "{threads:?}");
