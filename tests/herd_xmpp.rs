@@ -288,17 +288,17 @@ async fn votes_published(herd: &[&Station]) {
     }
 }
 
-/// `outsider@localhost` (an account on the server, not in the herd) tries
-/// to read hall-a's node and to publish a forged batch into it: the server
-/// refuses both, and no station takes the forged tap.
-async fn outsider_is_refused(port: u16, herd: &[&Station]) {
+/// `outsider@localhost` online on the server at `port` (by `deadline`): the
+/// sending half; what the server sends otherwise is drained, a lost stream
+/// printed.
+async fn outsider(port: u16, deadline: tokio::time::Instant) -> tokio_xmpp::ClientSender {
     let mut client = Client::new_plaintext(
         "outsider@localhost".parse::<Jid>().unwrap(),
         PASSWORD,
         DnsConfig::addr(&format!("127.0.0.1:{port}")),
         Timeouts::default(),
     );
-    tokio::time::timeout(WAIT, async {
+    tokio::time::timeout_at(deadline, async {
         loop {
             if let Some(Event::Online { .. }) = client.next().await {
                 return;
@@ -308,7 +308,20 @@ async fn outsider_is_refused(port: u16, herd: &[&Station]) {
     .await
     .expect("outsider online");
     let (sender, mut events) = client.split();
-    tokio::spawn(async move { while events.next().await.is_some() {} });
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let Event::Disconnected(e) = event {
+                println!("outsider: stream lost: {e}");
+            }
+        }
+    });
+    sender
+}
+
+/// `outsider@localhost` (an account on the server, not in the herd) tries
+/// to read hall-a's node and to publish a forged batch into it: the server
+/// refuses both, and no station takes the forged tap.
+async fn outsider_is_refused(port: u16, herd: &[&Station]) {
     let node = "herd/test-herd/hall-a";
     let hall_a: Jid = "hall-a@localhost".parse().unwrap();
     let forged = format!(
@@ -328,11 +341,14 @@ async fn outsider_is_refused(port: u16, herd: &[&Station]) {
                 IqRequest::Get(e)
             }
         };
-        // An answer within a few seconds, asked again if none came: the
-        // client re-establishes a dropped stream silently and an IQ sent
-        // on the old one is never answered (seen once under full load).
+        // An answer within a few seconds, asked again on a new connection
+        // if none came: tokio-xmpp re-establishes a dropped stream silently
+        // and an IQ sent on the old one is never answered (seen a few times
+        // with the herd tests running side by side, the client then
+        // silent for good).
         let deadline = tokio::time::Instant::now() + WAIT;
         let answer = loop {
+            let sender = outsider(port, deadline).await;
             let token = sender.send_iq(Some(hall_a.clone()), req()).await;
             match tokio::time::timeout(Duration::from_secs(5), token).await {
                 Ok(a) => break a.unwrap(),
@@ -341,7 +357,7 @@ async fn outsider_is_refused(port: u16, herd: &[&Station]) {
                         tokio::time::Instant::now() < deadline,
                         "no answer to the outsider's {what}"
                     );
-                    println!("outsider {what}: no answer in 5 s; asking again");
+                    println!("outsider {what}: no answer in 5 s; asking again, newly connected");
                 }
             }
         };
