@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::domain::herd::Feed;
 use crate::domain::intake::{Debounce, TapClock};
 use crate::domain::tally::{Applied, Effect, Gate, Tallies};
-use crate::domain::{ActionKind, TagUid, Tap, TapKey};
+use crate::domain::{TagUid, Tap, TapKey};
 use crate::store::{BoundReader, Record, Store, StoreError};
 use crate::sys::clock::now_ms;
 use crate::sys::fs::DataDirError;
@@ -114,20 +114,15 @@ pub fn start(
         restore,
         |record| match record {
             Record::Action(a) => {
-                let gate = match a.kind {
-                    ActionKind::Open => Gate::Open,
-                    ActionKind::Close => Gate::Close,
-                    ActionKind::Reset => Gate::Reset,
-                    ActionKind::Activate => {
-                        // Last writer wins by key.
-                        if r.active_key.as_ref().is_none_or(|k| *k < a.key)
-                            && config.polls.iter().any(|p| p.id == a.poll)
-                        {
-                            r.active = Some(a.poll);
-                            r.active_key = Some(a.key);
-                        }
-                        return;
+                let Some(gate) = Gate::of(a.kind) else {
+                    // Activate: last writer wins by key.
+                    if r.active_key.as_ref().is_none_or(|k| *k < a.key)
+                        && config.polls.iter().any(|p| p.id == a.poll)
+                    {
+                        r.active = Some(a.poll);
+                        r.active_key = Some(a.key);
                     }
+                    return;
                 };
                 if tallies.borrow_mut().act(&a.poll, &gate, a.key) == Effect::Refold {
                     r.refold.push(a.poll);

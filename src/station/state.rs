@@ -430,19 +430,15 @@ impl State {
         }
         let mut events = Vec::new();
         let poll = action.poll.clone();
-        let gate = match action.kind {
-            ActionKind::Open => Gate::Open,
-            ActionKind::Close => Gate::Close,
-            ActionKind::Reset => Gate::Reset,
-            ActionKind::Activate => {
-                if self.active_key.as_ref().is_none_or(|k| *k < action.key)
-                    && self.polls.iter().any(|p| p.id == poll)
-                {
-                    self.active = Some(poll);
-                    self.active_key = Some(action.key.clone());
-                }
-                return (events, None);
+        let Some(gate) = Gate::of(action.kind) else {
+            // Activate: last writer wins by key.
+            if self.active_key.as_ref().is_none_or(|k| *k < action.key)
+                && self.polls.iter().any(|p| p.id == poll)
+            {
+                self.active = Some(poll);
+                self.active_key = Some(action.key.clone());
             }
+            return (events, None);
         };
         if action.kind == ActionKind::Reset {
             // Debounce memory would answer "repeat" for taps of the old round.

@@ -34,11 +34,8 @@ impl Store {
                         .get::<_, String>(1)?
                         .parse()
                         .map_err(|e| StoreError::Corrupt(format!("action: {e}")))?;
-                    let gate = match kind {
-                        ActionKind::Open => Gate::Open,
-                        ActionKind::Close => Gate::Close,
-                        ActionKind::Reset => Gate::Reset,
-                        ActionKind::Activate => continue,
+                    let Some(gate) = Gate::of(kind) else {
+                        continue;
                     };
                     let seq: i64 = r.get(4)?;
                     actions.push(TimedAction {

@@ -28,7 +28,7 @@ mod saved;
 pub mod timeline;
 
 use super::person::Voter;
-use super::poll::{PollDef, Rule};
+use super::poll::{ActionKind, PollDef, Rule};
 use super::tap::{TagUid, Tap, TapKey};
 
 pub use saved::TallyState;
@@ -190,6 +190,20 @@ pub enum Gate {
     Open,
     Close,
     Reset,
+}
+
+impl Gate {
+    /// What an operator action does to its poll's tally; `None` for
+    /// `activate`, which picks the screen's poll and leaves tallies alone.
+    #[must_use]
+    pub fn of(kind: ActionKind) -> Option<Gate> {
+        match kind {
+            ActionKind::Open => Some(Gate::Open),
+            ActionKind::Close => Some(Gate::Close),
+            ActionKind::Reset => Some(Gate::Reset),
+            ActionKind::Activate => None,
+        }
+    }
 }
 
 impl Tallies {
