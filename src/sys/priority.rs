@@ -103,17 +103,14 @@ struct SchedAttr {
 /// `SCHED_FLAG_RESET_ON_FORK`: threads started from this one get nice 0.
 const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
 
-/// Run the calling thread at [`INTAKE_NICE`] under the normal policy,
-/// without passing it on to threads it starts. Where that is refused the
-/// thread stays as it was. The first outcome in the process is logged, at
-/// info level, with what to change when it was refused.
-pub fn raise_intake_thread() -> io::Result<()> {
-    static LOGGED: OnceLock<()> = OnceLock::new();
+/// Set the calling thread's policy to `SCHED_OTHER` at `nice`, with
+/// `SCHED_FLAG_RESET_ON_FORK`.
+fn set_normal_nice_no_inherit(nice: i32) -> io::Result<()> {
     let attr = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
         policy: libc::SCHED_OTHER as u32,
         flags: SCHED_FLAG_RESET_ON_FORK,
-        nice: INTAKE_NICE,
+        nice,
         priority: 0,
         runtime: 0,
         deadline: 0,
@@ -123,15 +120,64 @@ pub fn raise_intake_thread() -> io::Result<()> {
     // and nice value; `attr` is a complete `struct sched_attr` whose size
     // field says which version it is, and outlives the call.
     let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0) };
-    let result = if r == 0 {
+    if r == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// The lowest nice value `RLIMIT_NICE` lets an unprivileged thread take,
+/// or `None` where it allows no raise at all.
+fn nice_allowed_by_rlimit() -> Option<i32> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limit into `lim`, which outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NICE, &raw mut lim) } != 0 {
+        return None;
+    }
+    nice_for_rlimit(lim.rlim_cur)
+}
+
+/// `RLIMIT_NICE` counts from 1 for nice 19 up to 40 for nice −20
+/// (`setrlimit(2)`); 0 allows no raise.
+fn nice_for_rlimit(limit: u64) -> Option<i32> {
+    let limit = i32::try_from(limit.min(40)).unwrap_or(40);
+    (limit >= 1).then(|| 20 - limit)
+}
+
+/// Run the calling thread at [`INTAKE_NICE`] under the normal policy,
+/// without passing it on to threads it starts. Where that is refused, the
+/// thread takes the lowest nice value `RLIMIT_NICE` allows (`LimitNICE=-10`
+/// gives −10) if that is below its own, and otherwise stays as it was.
+/// Returns the nice value reached. The first outcome in the process is
+/// logged, at info level, with what to change when −20 was refused.
+pub fn raise_intake_thread() -> io::Result<i32> {
+    static LOGGED: OnceLock<()> = OnceLock::new();
+    let result = match set_normal_nice_no_inherit(INTAKE_NICE) {
+        Ok(()) => Ok(INTAKE_NICE),
+        Err(refused) => {
+            // SAFETY: getpriority with who = 0 reads the calling thread's
+            // nice value.
+            let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+            match nice_allowed_by_rlimit() {
+                Some(nice) if nice < now => set_normal_nice_no_inherit(nice)
+                    .map(|()| nice)
+                    .map_err(|_| refused),
+                _ => Err(refused),
+            }
+        }
     };
     LOGGED.get_or_init(|| match &result {
-        Ok(()) => tracing::info!(
+        Ok(INTAKE_NICE) => tracing::info!(
             nice = INTAKE_NICE,
             "the intake (readers, Station, store, HTTP API) runs at nice -20: taps go ahead of event streams and the screen"
+        ),
+        Ok(nice) => tracing::info!(
+            nice,
+            "the intake runs at nice {nice}, the most RLIMIT_NICE allows (nice -20 needs root or LimitNICE=-20); with thousands of event streams open, taps may wait a few ms"
         ),
         Err(e) => tracing::info!(
             error = %e,
@@ -163,11 +209,23 @@ mod tests {
     }
 
     #[test]
-    fn the_intake_is_raised_and_what_it_starts_is_not() {
-        // May this process take nice -20 at all? (root, CAP_SYS_NICE or
-        // RLIMIT_NICE ≥ 40.) Ask from a short-lived thread.
-        let allowed = std::thread::spawn(|| unsafe {
-            libc::setpriority(libc::PRIO_PROCESS, 0, INTAKE_NICE) == 0
+    fn rlimit_nice_maps_to_the_lowest_nice_value() {
+        assert_eq!(nice_for_rlimit(0), None);
+        assert_eq!(nice_for_rlimit(1), Some(19));
+        assert_eq!(nice_for_rlimit(30), Some(-10), "LimitNICE=-10");
+        assert_eq!(nice_for_rlimit(40), Some(-20));
+        assert_eq!(nice_for_rlimit(libc::RLIM_INFINITY), Some(-20));
+    }
+
+    #[test]
+    fn the_intake_is_raised_as_far_as_allowed_and_what_it_starts_is_not() {
+        let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        // The lowest nice value this process may take (−20 as root or with
+        // RLIMIT_NICE 40, less with a smaller limit, none below its own
+        // without one): ask the kernel from a short-lived thread.
+        let lowest = std::thread::spawn(move || {
+            (INTAKE_NICE..before.max(INTAKE_NICE + 1))
+                .find(|&n| unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } == 0)
         })
         .join()
         .unwrap();
@@ -175,7 +233,7 @@ mod tests {
             let raised = raise_intake_thread();
             let child = std::thread::spawn(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) });
             (
-                raised.is_ok(),
+                raised.ok(),
                 unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) },
                 unsafe { libc::sched_getscheduler(0) },
                 child.join().unwrap(),
@@ -183,20 +241,20 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert_eq!(raised, allowed);
+        assert_eq!(raised, lowest);
         assert_eq!(policy & !libc::SCHED_RESET_ON_FORK, libc::SCHED_OTHER);
-        assert_eq!(policy & libc::SCHED_RESET_ON_FORK != 0, allowed);
-        let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-        if allowed {
-            assert_eq!((nice, child), (INTAKE_NICE, 0), "raised; not inherited");
-            let normal = std::thread::spawn(|| {
-                let _ = raise_intake_thread();
-                normal_this_thread();
-                unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
-            });
-            assert_eq!(normal.join().unwrap(), 0, "normal_this_thread undoes it");
-        } else {
-            assert_eq!((nice, child), (before, before));
+        assert_eq!(policy & libc::SCHED_RESET_ON_FORK != 0, lowest.is_some());
+        match lowest {
+            Some(n) => {
+                assert_eq!((nice, child), (n, 0), "raised; not inherited");
+                let normal = std::thread::spawn(|| {
+                    let _ = raise_intake_thread();
+                    normal_this_thread();
+                    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+                });
+                assert_eq!(normal.join().unwrap(), 0, "normal_this_thread undoes it");
+            }
+            None => assert_eq!((nice, child), (before, before)),
         }
     }
 }
