@@ -534,8 +534,8 @@ impl Station {
             self.metrics
                 .taps
                 .get_or_create(&TapLabels {
-                    reader: tap.reader.to_string(),
-                    counted: c.to_string(),
+                    reader: tap.reader.clone(),
+                    counted: *c,
                 })
                 .inc();
         }

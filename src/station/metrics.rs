@@ -10,6 +10,7 @@
 //! mirror state (readers, store) are read from the Station's snapshot at
 //! scrape time, so they never disagree with `/api/v1/station`.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -23,8 +24,10 @@ use super::view::{NetState, ReaderStatus, Snapshot, XmppState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TapLabels {
-    pub reader: String,
-    pub counted: String,
+    // Not `String`s: a label set is made for each tap (`true`/`false` as
+    // before, from the bool).
+    pub reader: Arc<str>,
+    pub counted: bool,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
