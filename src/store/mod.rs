@@ -371,6 +371,16 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 1, "the failed batch left nothing behind");
+        writer
+            .append(&[Record::Tap(tap(2))])
+            .expect("the next batch commits: the failed one was rolled back");
+        let mut rx = store.export(None);
+        let mut n = 0;
+        while let Some(t) = rx.recv().await {
+            t.unwrap();
+            n += 1;
+        }
+        assert_eq!(n, 2);
     }
 
     /// Logs from before taps became their own lookup requests kept a queue
