@@ -581,20 +581,17 @@ fn threads(pid: u32) -> Vec<(String, u32, i32)> {
     threads
 }
 
-/// Where nice -20 is refused (a unit without `LimitNICE=-20`; here no
-/// `CAP_SYS_NICE` and an `RLIMIT_NICE` of 0), the station runs all the same,
-/// its intake at nice 0, and its log says what to change.
-#[tokio::test]
-async fn refused_nice_the_station_runs_and_says_what_to_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// A station started under `RLIMIT_NICE` `limit` (see `setrlimit(2)`) and,
+/// as root, without `CAP_SYS_NICE` (root may raise any thread otherwise),
+/// in `dir`.
+fn start_with_nice_limit(dir: &std::path::Path, limit: u32) -> Station {
+    let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let cfg = dir.path().join("station.toml");
+    let cfg = dir.join("station.toml");
     std::fs::write(&cfg, config(&data, "")).unwrap();
     let mut cmd = std::process::Command::new("prlimit");
-    cmd.args(["--nice=0:0", "--"]);
+    cmd.arg(format!("--nice={limit}:{limit}")).arg("--");
     if unsafe { libc::geteuid() } == 0 {
-        // Root may raise any thread; drop the capability that allows it.
         cmd.args([
             "setpriv",
             "--inh-caps=-sys_nice",
@@ -603,7 +600,16 @@ async fn refused_nice_the_station_runs_and_says_what_to_change() {
         ]);
     }
     cmd.arg(common::BIN);
-    let st = Station::start_cmd(&data, &cfg, cmd);
+    Station::start_cmd(&data, &cfg, cmd)
+}
+
+/// Where nice -20 is refused (a unit without `LimitNICE=-20`; here no
+/// `CAP_SYS_NICE` and an `RLIMIT_NICE` of 0), the station runs all the same,
+/// its intake at nice 0, and its log says what to change.
+#[tokio::test]
+async fn refused_nice_the_station_runs_and_says_what_to_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = start_with_nice_limit(dir.path(), 0);
     st.output_until("the intake stays at normal priority (nice -20 needs root or LimitNICE=-20)")
         .await;
     assert_eq!(
@@ -635,23 +641,8 @@ async fn partial_nice_the_intake_takes_what_the_limit_allows() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let cfg = dir.path().join("station.toml");
-    std::fs::write(&cfg, config(&data, "")).unwrap();
-    let mut cmd = std::process::Command::new("prlimit");
     // RLIMIT_NICE 30: nice values down to 20 - 30 = -10.
-    cmd.args(["--nice=30:30", "--"]);
-    if unsafe { libc::geteuid() } == 0 {
-        cmd.args([
-            "setpriv",
-            "--inh-caps=-sys_nice",
-            "--bounding-set=-sys_nice",
-            "--",
-        ]);
-    }
-    cmd.arg(common::BIN);
-    let st = Station::start_cmd(&data, &cfg, cmd);
+    let st = start_with_nice_limit(dir.path(), 30);
     st.output_until("the intake runs at nice -10, the most RLIMIT_NICE allows (nice -20 needs root or LimitNICE=-20)")
         .await;
     assert_eq!(st.tap("all-a", "04A1B2C3").await.0, 201);

@@ -23,6 +23,8 @@ pub mod text;
 pub mod words;
 
 pub use person::{IdentityRecord, Person, Voter};
-pub use poll::{Action, ActionKind, Answer, Binding, BindingError, Display, PollDef, Rule};
+pub use poll::{
+    Action, ActionKind, ActivePoll, Answer, Binding, BindingError, Display, PollDef, Rule,
+};
 pub use tap::{TagError, TagUid, Tap, TapKey, TapRecord};
 pub use words::{Language, Words};

@@ -320,9 +320,72 @@ impl Action {
     }
 }
 
+/// The poll that is active: the config's choice until an operator
+/// activates another. Of all `activate` actions (this station's and the
+/// herd's, arriving in any order) the one with the highest key wins, so
+/// every station ends on the same poll; one naming a poll not in the
+/// config is passed over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivePoll {
+    poll: Option<String>,
+    /// The key of the activation that chose it; `None`: the config did.
+    by: Option<TapKey>,
+}
+
+impl ActivePoll {
+    /// Before any activation: the config's choice.
+    #[must_use]
+    pub fn configured(poll: Option<String>) -> Self {
+        Self { poll, by: None }
+    }
+
+    #[must_use]
+    pub fn get(&self) -> Option<&str> {
+        self.poll.as_deref()
+    }
+
+    /// Take an activation of `poll` at `key` into account (`exists`: the
+    /// config has that poll); whether it won.
+    pub fn activate(&mut self, poll: &str, key: &TapKey, exists: bool) -> bool {
+        if !exists || self.by.as_ref().is_some_and(|k| k >= key) {
+            return false;
+        }
+        self.poll = Some(poll.to_string());
+        self.by = Some(key.clone());
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_highest_activation_wins_in_any_order() {
+        let key = |at, seq| TapKey {
+            at,
+            station: "s".into(),
+            seq,
+        };
+        let mut a = ActivePoll::configured(Some("first".into()));
+        let mut b = a.clone();
+        let acts = [
+            ("second", key(10, 1)),
+            ("third", key(20, 2)),
+            ("second", key(15, 3)),
+        ];
+        for (poll, k) in &acts {
+            a.activate(poll, k, true);
+        }
+        for (poll, k) in acts.iter().rev() {
+            b.activate(poll, k, true);
+        }
+        assert_eq!((a.get(), b.get()), (Some("third"), Some("third")));
+        assert!(!a.activate("gone", &key(30, 4), false), "not in the config");
+        assert_eq!(a.get(), Some("third"));
+        assert!(a.activate("second", &key(30, 4), true));
+        assert_eq!(a.get(), Some("second"));
+    }
 
     #[test]
     fn slots_map_to_answers() {

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::domain::herd::Feed;
 use crate::domain::intake::{Debounce, TapClock};
 use crate::domain::tally::{Applied, Effect, Gate, Tallies};
-use crate::domain::{TagUid, Tap, TapKey};
+use crate::domain::{ActivePoll, TagUid, Tap};
 use crate::store::{BoundReader, Record, Store, StoreError};
 use crate::sys::clock::now_ms;
 use crate::sys::fs::DataDirError;
@@ -53,8 +53,7 @@ pub struct Started {
 /// What replaying the log gathers beside the tallies.
 #[derive(Default)]
 struct Replayed {
-    active: Option<String>,
-    active_key: Option<TapKey>,
+    active: ActivePoll,
     /// Polls whose actions arrived below checkpointed taps: re-folded
     /// from the log before the Station takes its first command.
     refold: Vec<String>,
@@ -84,14 +83,14 @@ pub fn start(
     // and logs written before taps were the queue.
     let queued: RefCell<HashSet<TagUid>> = RefCell::default();
     let mut r = Replayed {
-        active: config.station.active_poll.clone().or_else(|| {
+        active: ActivePoll::configured(config.station.active_poll.clone().or_else(|| {
             config
                 .polls
                 .iter()
                 .find(|p| p.open)
                 .or(config.polls.first())
                 .map(|p| p.id.clone())
-        }),
+        })),
         ..Replayed::default()
     };
     let restore = |data: &[u8]| match serde_json::from_slice::<SavedState>(data) {
@@ -115,13 +114,8 @@ pub fn start(
         |record| match record {
             Record::Action(a) => {
                 let Some(gate) = Gate::of(a.kind) else {
-                    // Activate: last writer wins by key.
-                    if r.active_key.as_ref().is_none_or(|k| *k < a.key)
-                        && config.polls.iter().any(|p| p.id == a.poll)
-                    {
-                        r.active = Some(a.poll);
-                        r.active_key = Some(a.key);
-                    }
+                    let exists = config.polls.iter().any(|p| p.id == a.poll);
+                    r.active.activate(&a.poll, &a.key, exists);
                     return;
                 };
                 if tallies.borrow_mut().act(&a.poll, &gate, a.key) == Effect::Refold {
@@ -218,7 +212,6 @@ pub fn start(
         config: config.clone(),
         polls: config.polls.clone(),
         active: r.active,
-        active_key: r.active_key,
         tallies,
         readers,
         recent: Debounce::new(config.station.debounce),

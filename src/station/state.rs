@@ -158,8 +158,7 @@ pub(super) struct State {
     pub polls: Vec<PollDef>,
     /// The poll slot readers vote on, and the key of the action that made
     /// it active (last writer wins; `None`: the config's choice).
-    pub active: Option<String>,
-    pub active_key: Option<crate::domain::TapKey>,
+    pub active: crate::domain::ActivePoll,
     pub tallies: Tallies,
     pub readers: Readers,
     /// Recent taps by (reader, tag), with whether they counted.
@@ -221,7 +220,7 @@ impl State {
             return Err(TapError::Restoring);
         }
         let (poll, answer) =
-            intake::vote_target(&state.binding, self.active.as_deref(), &self.polls, |p| {
+            intake::vote_target(&state.binding, self.active.get(), &self.polls, |p| {
                 self.tallies.open_now(p).unwrap_or(false)
             })?;
         let at = herd_stamp(
@@ -431,13 +430,8 @@ impl State {
         let mut events = Vec::new();
         let poll = action.poll.clone();
         let Some(gate) = Gate::of(action.kind) else {
-            // Activate: last writer wins by key.
-            if self.active_key.as_ref().is_none_or(|k| *k < action.key)
-                && self.polls.iter().any(|p| p.id == poll)
-            {
-                self.active = Some(poll);
-                self.active_key = Some(action.key.clone());
-            }
+            let exists = self.polls.iter().any(|p| p.id == poll);
+            self.active.activate(&poll, &action.key, exists);
             return (events, None);
         };
         if action.kind == ActionKind::Reset {
@@ -508,7 +502,7 @@ impl State {
         let mut def = self.polls.iter().find(|p| p.id == poll)?.clone();
         def.open = self.tallies.open_now(poll).unwrap_or(false);
         Some(PollState {
-            active: self.active.as_deref() == Some(poll),
+            active: self.active.get() == Some(poll),
             def,
         })
     }
@@ -535,7 +529,7 @@ impl State {
         Snapshot {
             station: self.id.to_string(),
             started_at: self.started_at,
-            active_poll: self.active.clone(),
+            active_poll: self.active.get().map(str::to_owned),
             polls: self
                 .polls
                 .iter()
