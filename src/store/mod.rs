@@ -288,7 +288,7 @@ mod tests {
     use crate::domain::ActionKind;
     use rusqlite::{Connection, params};
 
-    fn tap(seq: u64) -> Tap {
+    pub(super) fn tap(seq: u64) -> Tap {
         Tap {
             station: "s".into(),
             seq,
