@@ -89,7 +89,7 @@ fn main() {
     // (this one runs the timing loop) take the station's intake priority
     // where allowed, so what it times is the station, not this process's
     // own wait behind the stream readers below.
-    let raised = pollstation::sys::priority::raise_intake_thread().is_ok();
+    let raised = pollstation::sys::priority::raise_intake_thread();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_start(|| {
@@ -97,14 +97,10 @@ fn main() {
         })
         .build()
         .unwrap();
-    println!(
-        "sse_load: tap-timing client at the intake's priority (nice -20): {}",
-        if raised {
-            "yes"
-        } else {
-            "no (not allowed here)"
-        }
-    );
+    match raised {
+        Ok(nice) => println!("sse_load: tap-timing client at the intake's priority: nice {nice}"),
+        Err(e) => println!("sse_load: tap-timing client at normal priority ({e})"),
+    }
     // The 10,000 readers stand in for browsers on other machines: they run
     // on their own threads under SCHED_IDLE, so they take only the CPU the
     // station leaves.

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Sse, Station, WAIT};
+use common::{Sse, Station, Thread, WAIT, threads};
 use pollstation::app::sim::SimReader;
 use pollstation::config::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -255,38 +255,6 @@ async fn a_flood_of_connections_is_capped_while_readers_and_the_operator_keep_wo
     assert!(st.terminate().success());
 }
 
-/// A thread of the station: its name, scheduling policy, nice value and
-/// CPU ticks so far.
-#[derive(Debug)]
-struct Thread {
-    name: String,
-    policy: u32,
-    nice: i32,
-    ticks: u64,
-}
-
-fn threads(pid: u32) -> Vec<Thread> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let t = t.unwrap().path();
-        let (Ok(comm), Ok(stat)) = (
-            std::fs::read_to_string(t.join("comm")),
-            std::fs::read_to_string(t.join("stat")),
-        ) else {
-            continue;
-        };
-        // Fields after the command's closing parenthesis: state is field 3.
-        let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-        out.push(Thread {
-            name: comm.trim().to_string(),
-            ticks: rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap(),
-            nice: rest[16].parse().unwrap(),
-            policy: rest[38].parse().unwrap(),
-        });
-    }
-    out
-}
-
 fn ticks_of(ts: &[Thread], f: impl Fn(&Thread) -> bool) -> u64 {
     ts.iter().filter(|t| f(t)).map(|t| t.ticks).sum()
 }
@@ -324,7 +292,9 @@ async fn public_requests_run_at_normal_priority_and_not_on_the_intake() {
             "the intake's raised thread took {raised} ticks for public requests, the public ones {public}"
         );
     } else {
-        eprintln!("nice -20 is not allowed here: only the public threads' policy is checked");
+        eprintln!(
+            "no raise of the intake is allowed here: only the public threads' policy is checked"
+        );
     }
     assert!(st.terminate().success());
 }

@@ -560,27 +560,6 @@ async fn a_resumed_stream_gets_exactly_the_taps_it_missed() {
     assert!(st.terminate().success());
 }
 
-/// (name, scheduling policy, nice value) of each thread of process `pid`.
-fn threads(pid: u32) -> Vec<(String, u32, i32)> {
-    let mut threads = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let path = task.unwrap().path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap();
-        let stat = std::fs::read_to_string(path.join("stat")).unwrap();
-        // Fields after the ")" that closes the name: nice is field 19,
-        // policy field 41.
-        let after: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-            .split_whitespace()
-            .collect();
-        threads.push((
-            comm.trim().to_string(),
-            after[41 - 3].parse().unwrap(),
-            after[19 - 3].parse().unwrap(),
-        ));
-    }
-    threads
-}
-
 /// A station started under `RLIMIT_NICE` `limit` (see `setrlimit(2)`) and,
 /// as root, without `CAP_SYS_NICE` (root may raise any thread otherwise),
 /// in `dir`.
@@ -617,8 +596,8 @@ async fn refused_nice_the_station_runs_and_says_what_to_change() {
         201,
         "taps still counted"
     );
-    let threads = threads(st.pid());
-    assert!(threads.iter().all(|(_, _, n)| *n >= 0), "{threads:?}");
+    let threads = common::threads(st.pid());
+    assert!(threads.iter().all(|t| t.nice >= 0), "{threads:?}");
     assert!(st.terminate().success());
 }
 
@@ -646,53 +625,49 @@ async fn partial_nice_the_intake_takes_what_the_limit_allows() {
     st.output_until("the intake runs at nice -10, the most RLIMIT_NICE allows (nice -20 needs root or LimitNICE=-20)")
         .await;
     assert_eq!(st.tap("all-a", "04A1B2C3").await.0, 201);
-    let threads = threads(st.pid());
-    let raised: Vec<_> = threads.iter().filter(|(_, _, n)| *n < 0).collect();
+    let threads = common::threads(st.pid());
+    let raised: Vec<_> = threads.iter().filter(|t| t.nice < 0).collect();
     assert_eq!(raised.len(), 1, "one raised thread: {threads:?}");
-    assert!(raised[0].0.starts_with("tokio-r"), "{threads:?}");
-    assert_eq!(raised[0].2, -10, "{threads:?}");
+    assert!(raised[0].name.starts_with("tokio-r"), "{threads:?}");
+    assert_eq!(raised[0].nice, -10, "{threads:?}");
     assert!(st.terminate().success());
 }
 
 /// The event-stream crowd's threads run under SCHED_IDLE; the intake's
 /// thread (the main runtime's one worker) runs at nice -20 where this
 /// machine allows it (root, or an RLIMIT_NICE of 40 as the systemd unit's
-/// `LimitNICE=-20` gives), and stays at nice 0 where it does not; no thread
-/// of the station runs at real-time priority.
+/// `LimitNICE=-20` gives), at the lowest nice a smaller limit allows, and at
+/// nice 0 where none is; no thread of the station runs at real-time
+/// priority.
 #[tokio::test]
 async fn fanout_threads_yield_to_the_intake() {
     let dir = tempfile::tempdir().unwrap();
     let st = Station::start(dir.path(), &config(dir.path(), ""));
-    let threads = threads(st.pid());
+    let threads = common::threads(st.pid());
     const SCHED_IDLE: u32 = 5;
-    let fanout: Vec<_> = threads.iter().filter(|(c, ..)| c == "fanout").collect();
+    let fanout: Vec<_> = threads.iter().filter(|t| t.name == "fanout").collect();
     assert_eq!(fanout.len(), 2, "{threads:?}");
-    assert!(
-        fanout.iter().all(|(_, p, _)| *p == SCHED_IDLE),
-        "{threads:?}"
-    );
-    // May a thread of this user, with these limits, take nice -20? Ask
-    // the kernel from a thread of our own that then ends.
-    let allowed =
-        std::thread::spawn(|| unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) == 0 })
-            .join()
-            .unwrap();
-    let raised: Vec<_> = threads.iter().filter(|(_, _, n)| *n < 0).collect();
-    if allowed {
+    assert!(fanout.iter().all(|t| t.policy == SCHED_IDLE), "{threads:?}");
+    // How far may a thread of this user, with these limits, raise itself?
+    let lowest = common::lowest_nice_allowed();
+    let raised: Vec<_> = threads.iter().filter(|t| t.nice < 0).collect();
+    if let Some(nice) = lowest {
         // The main runtime's one worker; its blocking pool's threads (same
         // name) are not raised.
         assert_eq!(raised.len(), 1, "one raised thread: {threads:?}");
-        assert!(raised[0].0.starts_with("tokio-r"), "{threads:?}");
-        assert_eq!(raised[0].2, -20, "{threads:?}");
+        assert!(raised[0].name.starts_with("tokio-r"), "{threads:?}");
+        assert_eq!(raised[0].nice, nice, "{threads:?}");
     } else {
         assert!(raised.is_empty(), "{threads:?}");
     }
     assert!(
-        threads.iter().all(|(_, p, _)| *p == 0 || *p == SCHED_IDLE),
+        threads
+            .iter()
+            .all(|t| t.policy == 0 || t.policy == SCHED_IDLE),
         "no real-time thread: {threads:?}"
     );
-    if allowed {
-        st.output_until("runs at nice -20").await;
+    if let Some(nice) = lowest {
+        st.output_until(&format!("runs at nice {nice}")).await;
     }
     assert!(st.terminate().success());
 }

@@ -18,6 +18,53 @@ pub mod proxy;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pollstation");
 
+/// A thread of a process: its name, scheduling policy, nice value and CPU
+/// ticks so far (`/proc/PID/task/TID/stat`).
+#[derive(Debug)]
+pub struct Thread {
+    pub name: String,
+    pub policy: u32,
+    pub nice: i32,
+    pub ticks: u64,
+}
+
+/// The threads of process `pid` (one that ends while being read is left out).
+pub fn threads(pid: u32) -> Vec<Thread> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(t.join("comm")),
+            std::fs::read_to_string(t.join("stat")),
+        ) else {
+            continue;
+        };
+        // Fields after the command's closing parenthesis, which is field 2:
+        // utime 14, stime 15, nice 19, policy 41.
+        let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        out.push(Thread {
+            name: comm.trim().to_string(),
+            ticks: rest[14 - 3].parse::<u64>().unwrap() + rest[15 - 3].parse::<u64>().unwrap(),
+            nice: rest[19 - 3].parse().unwrap(),
+            policy: rest[41 - 3].parse().unwrap(),
+        });
+    }
+    out
+}
+
+/// The lowest nice value a thread of this process may take (−20 as root or
+/// with `RLIMIT_NICE` 40, less with a smaller limit), or `None` where it may
+/// not go below 0: asked of the kernel from a short-lived thread.
+pub fn lowest_nice_allowed() -> Option<i32> {
+    std::thread::spawn(|| {
+        // SAFETY: setpriority with who = 0 changes only the calling,
+        // short-lived thread's nice value.
+        (-20..0).find(|&n| unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } == 0)
+    })
+    .join()
+    .unwrap()
+}
+
 /// A TCP port free on loopback right now (for servers that cannot be
 /// told to pick their own).
 pub fn free_port() -> u16 {
