@@ -156,8 +156,7 @@ pub(super) struct State {
     pub id: Arc<str>,
     pub config: Config,
     pub polls: Vec<PollDef>,
-    /// The poll slot readers vote on, and the key of the action that made
-    /// it active (last writer wins; `None`: the config's choice).
+    /// The poll slot readers vote on.
     pub active: crate::domain::ActivePoll,
     pub tallies: Tallies,
     pub readers: Readers,
