@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::{CommitStats, Record, StoreError, sql_u64};
-use crate::domain::Binding;
+use crate::domain::{Binding, Tap};
 use rusqlite::{CachedStatement, Connection, params};
 
 /// Write `records` in one transaction. BEGIN and COMMIT go through the
@@ -98,6 +98,20 @@ mod sql {
         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 }
 
+/// Run a statement that inserts into `taps` ([`sql::TAP`],
+/// [`sql::FOREIGN_TAP`]) for `t`.
+fn insert_tap(stmt: &mut CachedStatement<'_>, t: &Tap) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        &*t.station,
+        sql_u64(t.seq),
+        &*t.reader,
+        t.tag.as_str(),
+        t.at,
+        &*t.poll,
+        &*t.answer
+    ])
+}
+
 fn write_records(conn: &Connection, records: &[Record]) -> Result<(), StoreError> {
     let mut tap_stmt = None;
     let mut checkpoint_stmt = None;
@@ -137,15 +151,7 @@ fn write_records(conn: &Connection, records: &[Record]) -> Result<(), StoreError
                 lazily(&mut dequeue_stmt, conn, sql::DEQUEUE)?.execute([i.tag.as_str()])?;
             }
             Record::ForeignTap(t) => {
-                lazily(&mut foreign_tap_stmt, conn, sql::FOREIGN_TAP)?.execute(params![
-                    &*t.station,
-                    sql_u64(t.seq),
-                    &*t.reader,
-                    t.tag.as_str(),
-                    t.at,
-                    &*t.poll,
-                    &*t.answer
-                ])?;
+                insert_tap(lazily(&mut foreign_tap_stmt, conn, sql::FOREIGN_TAP)?, t)?;
             }
             Record::Outbox { items, through } => {
                 for i in items {
@@ -182,23 +188,15 @@ fn write_records(conn: &Connection, records: &[Record]) -> Result<(), StoreError
                 ])?;
             }
             Record::Tap(t) => {
-                lazily(&mut tap_stmt, conn, sql::TAP)?
-                    .execute(params![
-                        &*t.station,
-                        sql_u64(t.seq),
-                        &*t.reader,
-                        t.tag.as_str(),
-                        t.at,
-                        &*t.poll,
-                        &*t.answer
-                    ])
-                    .map_err(|e| match e.sqlite_error_code() {
+                insert_tap(lazily(&mut tap_stmt, conn, sql::TAP)?, t).map_err(|e| {
+                    match e.sqlite_error_code() {
                         Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Duplicate {
                             station: t.station.to_string(),
                             seq: t.seq,
                         },
                         _ => e.into(),
-                    })?;
+                    }
+                })?;
             }
             Record::Checkpoint { data, at, taps } => {
                 lazily(&mut checkpoint_stmt, conn, sql::CHECKPOINT)?.execute(params![
