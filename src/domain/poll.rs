@@ -344,10 +344,10 @@ impl ActivePoll {
         self.poll.as_deref()
     }
 
-    /// Take an activation of `poll` at `key` into account (`exists`: the
-    /// config has that poll); whether it won.
-    pub fn activate(&mut self, poll: &str, key: &TapKey, exists: bool) -> bool {
-        if !exists || self.by.as_ref().is_some_and(|k| k >= key) {
+    /// Take an activation of `poll` at `key` into account (`polls`: the
+    /// configured ones); whether it won.
+    pub fn activate(&mut self, poll: &str, key: &TapKey, polls: &[PollDef]) -> bool {
+        if self.by.as_ref().is_some_and(|k| k >= key) || !polls.iter().any(|p| p.id == poll) {
             return false;
         }
         self.poll = Some(poll.to_string());
@@ -367,6 +367,13 @@ mod tests {
             station: "s".into(),
             seq,
         };
+        let polls: Vec<PollDef> = ["first", "second", "third"]
+            .into_iter()
+            .map(|id| PollDef {
+                id: id.into(),
+                ..poll()
+            })
+            .collect();
         let mut a = ActivePoll::configured(Some("first".into()));
         let mut b = a.clone();
         let acts = [
@@ -374,16 +381,19 @@ mod tests {
             ("third", key(20, 2)),
             ("second", key(15, 3)),
         ];
-        for (poll, k) in &acts {
-            a.activate(poll, k, true);
+        for (p, k) in &acts {
+            a.activate(p, k, &polls);
         }
-        for (poll, k) in acts.iter().rev() {
-            b.activate(poll, k, true);
+        for (p, k) in acts.iter().rev() {
+            b.activate(p, k, &polls);
         }
         assert_eq!((a.get(), b.get()), (Some("third"), Some("third")));
-        assert!(!a.activate("gone", &key(30, 4), false), "not in the config");
+        assert!(
+            !a.activate("gone", &key(30, 4), &polls),
+            "not in the config"
+        );
         assert_eq!(a.get(), Some("third"));
-        assert!(a.activate("second", &key(30, 4), true));
+        assert!(a.activate("second", &key(30, 4), &polls));
         assert_eq!(a.get(), Some("second"));
     }
 

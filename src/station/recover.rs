@@ -114,8 +114,7 @@ pub fn start(
         |record| match record {
             Record::Action(a) => {
                 let Some(gate) = Gate::of(a.kind) else {
-                    let exists = config.polls.iter().any(|p| p.id == a.poll);
-                    r.active.activate(&a.poll, &a.key, exists);
+                    r.active.activate(&a.poll, &a.key, &config.polls);
                     return;
                 };
                 if tallies.borrow_mut().act(&a.poll, &gate, a.key) == Effect::Refold {

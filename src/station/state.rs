@@ -429,8 +429,7 @@ impl State {
         let mut events = Vec::new();
         let poll = action.poll.clone();
         let Some(gate) = Gate::of(action.kind) else {
-            let exists = self.polls.iter().any(|p| p.id == poll);
-            self.active.activate(&poll, &action.key, exists);
+            self.active.activate(&poll, &action.key, &self.polls);
             return (events, None);
         };
         if action.kind == ActionKind::Reset {
