@@ -605,7 +605,8 @@ async fn refused_nice_the_station_runs_and_says_what_to_change() {
 /// the intake's thread takes what is allowed, and the log says so and what
 /// would give the rest. Raising the limit needs `CAP_SYS_RESOURCE`, which
 /// root lacks in some sandboxes (this project's build machines among
-/// them): there the test says so and checks nothing.
+/// them): there the test says so and checks nothing (the fallback's
+/// decisions are unit-tested in `sys::priority`).
 #[tokio::test]
 async fn partial_nice_the_intake_takes_what_the_limit_allows() {
     let settable = std::process::Command::new("prlimit")

@@ -148,6 +148,23 @@ fn nice_for_rlimit(limit: u64) -> Option<i32> {
     (limit >= 1).then(|| 20 - limit)
 }
 
+/// Ask `set` for [`INTAKE_NICE`]; where refused, for the lowest nice value
+/// `allowed` gives if that is below the thread's own (`now`). The nice
+/// value reached, or the first refusal.
+fn raise_with(
+    set: impl Fn(i32) -> io::Result<()>,
+    now: impl FnOnce() -> i32,
+    allowed: impl FnOnce() -> Option<i32>,
+) -> io::Result<i32> {
+    match set(INTAKE_NICE) {
+        Ok(()) => Ok(INTAKE_NICE),
+        Err(refused) => match allowed() {
+            Some(nice) if nice < now() => set(nice).map(|()| nice).map_err(|_| refused),
+            _ => Err(refused),
+        },
+    }
+}
+
 /// Run the calling thread at [`INTAKE_NICE`] under the normal policy,
 /// without passing it on to threads it starts. Where that is refused, the
 /// thread takes the lowest nice value `RLIMIT_NICE` allows (`LimitNICE=-10`
@@ -156,20 +173,13 @@ fn nice_for_rlimit(limit: u64) -> Option<i32> {
 /// logged, at info level, with what to change when −20 was refused.
 pub fn raise_intake_thread() -> io::Result<i32> {
     static LOGGED: OnceLock<()> = OnceLock::new();
-    let result = match set_normal_nice_no_inherit(INTAKE_NICE) {
-        Ok(()) => Ok(INTAKE_NICE),
-        Err(refused) => {
-            // SAFETY: getpriority with who = 0 reads the calling thread's
-            // nice value.
-            let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-            match nice_allowed_by_rlimit() {
-                Some(nice) if nice < now => set_normal_nice_no_inherit(nice)
-                    .map(|()| nice)
-                    .map_err(|_| refused),
-                _ => Err(refused),
-            }
-        }
-    };
+    let result = raise_with(
+        set_normal_nice_no_inherit,
+        // SAFETY: getpriority with who = 0 reads the calling thread's nice
+        // value.
+        || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) },
+        nice_allowed_by_rlimit,
+    );
     LOGGED.get_or_init(|| match &result {
         Ok(INTAKE_NICE) => tracing::info!(
             nice = INTAKE_NICE,
@@ -215,6 +225,45 @@ mod tests {
         assert_eq!(nice_for_rlimit(30), Some(-10), "LimitNICE=-10");
         assert_eq!(nice_for_rlimit(40), Some(-20));
         assert_eq!(nice_for_rlimit(libc::RLIM_INFINITY), Some(-20));
+    }
+
+    /// The fallback's decisions, against a kernel that grants nice values
+    /// down to `floor` (`None`: none below 0), as `RLIMIT_NICE` does. The
+    /// integration test of the same path needs `CAP_SYS_RESOURCE`, which
+    /// these build machines lack.
+    #[test]
+    fn a_refused_raise_falls_back_to_what_the_limit_allows() {
+        let kernel = |floor: Option<i32>| {
+            move |n: i32| {
+                if floor.is_some_and(|f| n >= f) {
+                    Ok(())
+                } else {
+                    Err(io::Error::from_raw_os_error(libc::EPERM))
+                }
+            }
+        };
+        let eperm = |r: io::Result<i32>| r.unwrap_err().raw_os_error() == Some(libc::EPERM);
+        assert_eq!(
+            raise_with(kernel(Some(-20)), || 0, || Some(-20)).unwrap(),
+            -20
+        );
+        assert_eq!(
+            raise_with(kernel(Some(-10)), || 0, || Some(-10)).unwrap(),
+            -10,
+            "LimitNICE=-10"
+        );
+        assert!(
+            eperm(raise_with(kernel(None), || 0, || None)),
+            "no raise at all"
+        );
+        assert!(
+            eperm(raise_with(kernel(Some(-10)), || -15, || Some(-10))),
+            "not above the thread's own nice value"
+        );
+        assert!(
+            eperm(raise_with(kernel(Some(-5)), || 0, || Some(-10))),
+            "refused again: an error, not a nice value it did not get"
+        );
     }
 
     #[test]
